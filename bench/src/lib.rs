@@ -1,0 +1,1 @@
+//! ringway benchmark helpers.

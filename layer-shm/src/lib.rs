@@ -1,0 +1,52 @@
+//! ringway's channel layer: named channels, groups, capacity and expiry over
+//! lock-free rings in one shared-memory segment.
+//!
+//! - [`Segment`] creates (the server) or opens (workers) the segment file.
+//! - [`Endpoint`] is one thread's attachment: `send`, `receive`,
+//!   `new_channel`, `group_add`, `group_discard`, `group_send`, `flush`, with
+//!   the semantics of the Channels channel-layer spec.
+//! - [`Reaper`] reclaims what dead processes held.
+//! - [`ring`] is the lane protocol everything rests on.
+//!
+//! `DESIGN.md` at the repository root explains the layout, the memory-ordering
+//! argument and crash recovery.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks, missing_docs)]
+
+pub mod ring;
+mod sync;
+
+#[cfg(not(loom))]
+mod endpoint;
+#[cfg(not(loom))]
+mod error;
+#[cfg(not(loom))]
+pub mod layout;
+#[cfg(not(loom))]
+pub mod names;
+#[cfg(not(loom))]
+mod reaper;
+#[cfg(not(loom))]
+mod segment;
+#[cfg(not(loom))]
+mod sys;
+#[cfg(not(loom))]
+mod wake;
+
+pub use sync::CachePadded;
+
+#[cfg(not(loom))]
+pub use endpoint::{ChannelId, Endpoint, GroupSend};
+#[cfg(not(loom))]
+pub use error::{Error, Result, SendError};
+#[cfg(not(loom))]
+pub use reaper::{ReapReport, Reaper};
+#[cfg(not(loom))]
+pub use segment::{Config, Segment};
+
+/// `CLOCK_MONOTONIC` in milliseconds, the clock message deadlines use.
+#[cfg(not(loom))]
+pub fn monotonic_ms() -> u64 {
+    sys::monotonic_ms()
+}

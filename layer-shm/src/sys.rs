@@ -1,0 +1,374 @@
+//! Thin wrappers over the Linux system calls the layer uses. Every `unsafe`
+//! call into libc lives here.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+use std::sync::atomic::AtomicU32;
+use std::time::Duration;
+
+fn cstr(path: &Path) -> io::Result<CString> {
+    use std::os::unix::ffi::OsStrExt;
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+}
+
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// `n` bytes from the kernel's random number generator.
+pub fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        // SAFETY: the pointer and length describe the unfilled tail of `buf`.
+        let n = unsafe {
+            libc::getrandom(buf[filled..].as_mut_ptr().cast(), buf.len() - filled, 0)
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        } else {
+            filled += n as usize;
+        }
+    }
+    Ok(())
+}
+
+/// `CLOCK_MONOTONIC` in milliseconds. The clock is system-wide, so deadlines
+/// computed in one process mean the same in another.
+pub fn monotonic_ms() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// `CLOCK_MONOTONIC_COARSE` in milliseconds: the same clock at tick
+/// resolution (a few ms), several times cheaper to read. Good enough for
+/// message expiry, which is counted in seconds.
+pub fn monotonic_coarse_ms() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// Whether the process `pid` that started at `start_time` is still running
+/// (a zombie counts as dead: it will never touch the segment again).
+pub fn process_alive(pid: u32, start_time: u64) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    let Some(close) = stat.rfind(')') else { return false };
+    let mut fields = stat[close + 2..].split(' ');
+    let state = fields.next().unwrap_or("X");
+    let started = fields.nth(18).and_then(|f| f.parse::<u64>().ok());
+    !matches!(state, "Z" | "X" | "x") && started == Some(start_time)
+}
+
+/// Opens (optionally creating exclusively, mode 0600) a file for read and write.
+pub fn open_rw(path: &Path, create: bool) -> io::Result<OwnedFd> {
+    let c = cstr(path)?;
+    let mut flags = libc::O_RDWR | libc::O_CLOEXEC | libc::O_NOFOLLOW;
+    if create {
+        flags |= libc::O_CREAT | libc::O_EXCL;
+    }
+    // SAFETY: `c` is a NUL-terminated path; the mode argument is read only with O_CREAT.
+    let fd = check(unsafe { libc::open(c.as_ptr(), flags, 0o600 as libc::c_uint) })?;
+    // SAFETY: `open` returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Sets the size of an open file.
+pub fn ftruncate(fd: &OwnedFd, len: u64) -> io::Result<()> {
+    // SAFETY: plain syscall on a descriptor we own.
+    check(unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) }).map(drop)
+}
+
+/// The size of an open file.
+pub fn file_size(fd: &OwnedFd) -> io::Result<u64> {
+    // SAFETY: `libc::stat` is plain old data; all-zero is a valid value.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid, writable stat buffer.
+    check(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
+    Ok(st.st_size as u64)
+}
+
+/// A shared, read-write memory mapping, unmapped on drop.
+pub struct Mapping {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory; every access to it goes through atomics
+// or through the ring protocol's ownership rules, which hold across threads as
+// they do across processes.
+unsafe impl Send for Mapping {}
+// SAFETY: as above.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Maps `len` bytes of `fd` shared.
+    pub fn map(fd: &OwnedFd, len: usize) -> io::Result<Mapping> {
+        // SAFETY: a fresh mapping chosen by the kernel; no existing memory is affected.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Mapping { ptr: ptr.cast(), len })
+    }
+
+    /// Start of the mapping (page-aligned).
+    pub fn ptr(&self) -> *mut u8 {
+        self.ptr
+    }
+
+    /// Length of the mapping in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` are exactly what mmap returned; no reference into
+        // the mapping outlives it (they borrow the owning segment).
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// Removes a file, ignoring "not found".
+pub fn unlink(path: &Path) {
+    let _ = std::fs::remove_file(path);
+}
+
+/// Sleeps until `word` no longer holds `expected`, a wake-up, or the timeout.
+/// The futex is shared (no `FUTEX_PRIVATE_FLAG`): the word lives in shared
+/// memory and the waker may be another process.
+pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+    let ts = timeout.map(|d| libc::timespec {
+        tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: d.subsec_nanos() as libc::c_long,
+    });
+    let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `word` is a valid, aligned u32 for the duration of the call; the
+    // kernel only reads it. EINTR, EAGAIN and ETIMEDOUT are all fine: callers
+    // re-check their condition in a loop.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            ts_ptr,
+            std::ptr::null::<u32>(),
+            0u32,
+        )
+    };
+}
+
+/// Wakes every waiter on `word`.
+pub fn futex_wake_all(word: &AtomicU32) {
+    // SAFETY: `word` is a valid, aligned u32; FUTEX_WAKE does not write memory.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE,
+            i32::MAX,
+            std::ptr::null::<libc::timespec>(),
+            std::ptr::null::<u32>(),
+            0u32,
+        )
+    };
+}
+
+/// A pidfd for `pid`: readable once the process has exited.
+pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall; returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Waits up to `timeout_ms` (-1: forever) for any of `fds` to become readable;
+/// returns which are.
+pub fn poll_readable(fds: &[RawFd], timeout_ms: i32) -> io::Result<Vec<bool>> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 })
+        .collect();
+    loop {
+        // SAFETY: `pfds` is a valid array of `pfds.len()` pollfd structs.
+        let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        return Ok(pfds.iter().map(|p| p.revents != 0).collect());
+    }
+}
+
+/// The start time of a process (field 22 of `/proc/PID/stat`, in clock ticks
+/// since boot): with the pid, it names a process unambiguously even after the
+/// pid is reused.
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may contain spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(19)?.parse().ok()
+}
+
+/// Creates a FIFO (mode 0600).
+pub fn mkfifo(path: &Path) -> io::Result<()> {
+    let c = cstr(path)?;
+    // SAFETY: `c` is a NUL-terminated path.
+    check(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }).map(drop)
+}
+
+/// Opens a FIFO without blocking: for reading, `O_RDWR` (Linux keeps such a
+/// FIFO open with no writer and never reports EOF); for writing, `O_WRONLY`,
+/// which fails with ENXIO when no one has it open for reading.
+pub fn open_fifo(path: &Path, read: bool) -> io::Result<OwnedFd> {
+    let c = cstr(path)?;
+    let mode = if read { libc::O_RDWR } else { libc::O_WRONLY };
+    // SAFETY: `c` is a NUL-terminated path.
+    let fd = check(unsafe {
+        libc::open(c.as_ptr(), mode | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOFOLLOW)
+    })?;
+    // SAFETY: `open` returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Writes one byte to a non-blocking descriptor; a full pipe (EAGAIN) already
+/// holds a pending wake-up and counts as success.
+pub fn ring_bell(fd: RawFd) -> io::Result<()> {
+    let b = 1u8;
+    // SAFETY: writes one byte from a valid buffer.
+    let n = unsafe { libc::write(fd, (&b as *const u8).cast(), 1) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::WouldBlock {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Reads and discards everything pending on a non-blocking descriptor.
+pub fn drain(fd: RawFd) {
+    let mut buf = [0u8; 64];
+    loop {
+        // SAFETY: reads into a valid buffer of the given length.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            break;
+        }
+    }
+}
+
+/// A process-shared, robust pthread mutex living in shared memory.
+///
+/// Robust: when its owner dies holding it, the next locker gets `EOWNERDEAD`
+/// instead of hanging, marks it consistent, and repairs what the dead owner may
+/// have left half-done (see `Segment::lock`).
+pub mod robust {
+    use std::io;
+
+    /// Initialises a mutex in place.
+    ///
+    /// # Safety
+    /// `m` must point to writable memory for a `pthread_mutex_t` that no one is
+    /// using.
+    pub unsafe fn init(m: *mut libc::pthread_mutex_t) -> io::Result<()> {
+        // SAFETY: attr is initialised by pthread_mutexattr_init before use and
+        // destroyed after; `m` is valid per this function's contract.
+        unsafe {
+            let mut attr: libc::pthread_mutexattr_t = std::mem::zeroed();
+            let mut r = libc::pthread_mutexattr_init(&mut attr);
+            if r == 0 {
+                r = libc::pthread_mutexattr_setpshared(&mut attr, libc::PTHREAD_PROCESS_SHARED);
+            }
+            if r == 0 {
+                r = libc::pthread_mutexattr_setrobust(&mut attr, libc::PTHREAD_MUTEX_ROBUST);
+            }
+            if r == 0 {
+                r = libc::pthread_mutex_init(m, &attr);
+            }
+            libc::pthread_mutexattr_destroy(&mut attr);
+            if r == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::from_raw_os_error(r))
+            }
+        }
+    }
+
+    /// How a lock attempt ended.
+    pub enum Locked {
+        /// We hold the lock.
+        Clean,
+        /// We hold the lock; its previous owner died holding it. The mutex has
+        /// been marked consistent; the caller must repair the data it guards.
+        OwnerDied,
+    }
+
+    /// Locks, giving up after `timeout`.
+    ///
+    /// # Safety
+    /// `m` must point to a mutex initialised with [`init`] that stays mapped
+    /// while it is held.
+    pub unsafe fn lock(m: *mut libc::pthread_mutex_t, timeout: std::time::Duration) -> io::Result<Locked> {
+        let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: `now` is a valid timespec to write.
+        unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut now) };
+        let mut deadline = libc::timespec {
+            tv_sec: now.tv_sec + timeout.as_secs() as libc::time_t,
+            tv_nsec: now.tv_nsec + timeout.subsec_nanos() as libc::c_long,
+        };
+        if deadline.tv_nsec >= 1_000_000_000 {
+            deadline.tv_sec += 1;
+            deadline.tv_nsec -= 1_000_000_000;
+        }
+        // SAFETY: `m` is an initialised mutex per this function's contract.
+        match unsafe { libc::pthread_mutex_timedlock(m, &deadline) } {
+            0 => Ok(Locked::Clean),
+            libc::EOWNERDEAD => {
+                // SAFETY: we hold the mutex (EOWNERDEAD means acquired).
+                unsafe { libc::pthread_mutex_consistent(m) };
+                Ok(Locked::OwnerDied)
+            }
+            e => Err(io::Error::from_raw_os_error(e)),
+        }
+    }
+
+    /// Unlocks.
+    ///
+    /// # Safety
+    /// The calling thread must hold `m`.
+    pub unsafe fn unlock(m: *mut libc::pthread_mutex_t) {
+        // SAFETY: per this function's contract.
+        unsafe { libc::pthread_mutex_unlock(m) };
+    }
+}
