@@ -20,7 +20,7 @@ use crate::names::{self, parse_channel};
 use crate::ring::{Consumer, Producer, PushError};
 use crate::segment::{Locked, Segment, Shared};
 use crate::wake::{self, Bells};
-use crate::{reaper, sys};
+use crate::{handshake, reaper, sys};
 
 /// A channel resolved to its slot: valid while the slot's generation matches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -234,7 +234,11 @@ impl Endpoint {
     ) -> std::result::Result<(), SendError> {
         let max = self.shared().geo.max_message as usize;
         if message.len() > max {
-            return Err(Error::TooLarge { size: message.len(), max }.into());
+            return Err(Error::TooLarge {
+                size: message.len(),
+                max,
+            }
+            .into());
         }
         if tag.len() > crate::ring::MAX_TAG {
             return Err(Error::InvalidName(format!("tag of {} bytes", tag.len())).into());
@@ -245,7 +249,10 @@ impl Endpoint {
         self.ensure_lane(id)?;
         let shared = &*self.seg.shared;
         let c = shared.channel(id.slot as usize);
-        let sl = self.lanes.get_mut(&id.slot).expect("ensure_lane inserted it");
+        let sl = self
+            .lanes
+            .get_mut(&id.slot)
+            .expect("ensure_lane inserted it");
         let mut p = Producer::resume(shared.lane(sl.lane as usize), sl.tail, sl.head);
         // Capacity counts every lane of the channel. Our own count is an upper
         // bound from a cached head; re-read only when it says full.
@@ -277,7 +284,11 @@ impl Endpoint {
             Ok(()) => {}
             Err(PushError::Full) => return Err(SendError::Full),
             Err(PushError::TooLarge) => {
-                return Err(Error::TooLarge { size: message.len(), max }.into())
+                return Err(Error::TooLarge {
+                    size: message.len(),
+                    max,
+                }
+                .into())
             }
         }
         let ring = wake::notify(c);
@@ -292,14 +303,21 @@ impl Endpoint {
         while mask != 0 {
             let j = mask.trailing_zeros();
             mask &= mask - 1;
-            let gen = shared.endpoint(j as usize).generation.load(Ordering::Relaxed);
+            let gen = shared
+                .endpoint(j as usize)
+                .generation
+                .load(Ordering::Relaxed);
             self.bells.ring(shared.path(), j, gen);
         }
     }
 
     /// Makes sure we have a lane listed in channel `id`.
     fn ensure_lane(&mut self, id: ChannelId) -> Result<()> {
-        if self.lanes.get(&id.slot).is_some_and(|l| l.chan_gen == id.gen) {
+        if self
+            .lanes
+            .get(&id.slot)
+            .is_some_and(|l| l.chan_gen == id.gen)
+        {
             return Ok(());
         }
         let stale = self.lanes.remove(&id.slot);
@@ -322,7 +340,10 @@ impl Endpoint {
             None => {
                 // Our own lanes of channels that are gone are reusable.
                 for (slot, l) in std::mem::take(&mut self.lanes) {
-                    if self.is_live(ChannelId { slot, gen: l.chan_gen }) {
+                    if self.is_live(ChannelId {
+                        slot,
+                        gen: l.chan_gen,
+                    }) {
                         self.lanes.insert(slot, l);
                     } else {
                         reaper::free_own_lane(&g, l.lane, self.idx);
@@ -343,7 +364,16 @@ impl Endpoint {
         // consumer that sees the bit (Acquire load of `lane_mask`).
         c.lane_mask.fetch_or(1 << bit, Ordering::Release);
         drop(g);
-        self.lanes.insert(id.slot, SendLane { chan_gen: id.gen, lane, bit, tail: 0, head: 0 });
+        self.lanes.insert(
+            id.slot,
+            SendLane {
+                chan_gen: id.gen,
+                lane,
+                bit,
+                tail: 0,
+                head: 0,
+            },
+        );
         Ok(())
     }
 
@@ -362,7 +392,11 @@ impl Endpoint {
         let claimed = if owner == 0 {
             // Acquire: pairs with the Release store that ended the previous
             // claim, so the lane heads it stored are visible to us.
-            if c.wake.claim.compare_exchange(0, self.idx + 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            if c.wake
+                .claim
+                .compare_exchange(0, self.idx + 1, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
                 return Ok(None);
             }
             true
@@ -380,20 +414,24 @@ impl Endpoint {
             c.wake.claim.store(0, Ordering::Release);
             // Another receiver may have gone to sleep while we held the claim
             // with more messages behind the one we took: hand the wake-up on.
-            fence(Ordering::SeqCst);
-            if c.wake.sleepers.load(Ordering::Relaxed) != 0 && has_messages(shared, c) {
-                c.wake.epoch.fetch_add(1, Ordering::Release);
-                sys::futex_wake_all(&c.wake.epoch);
+            if has_messages(shared, c) {
+                handshake::wake_sleepers(&c.wake.epoch, &c.wake.sleepers, || {
+                    sys::futex_wake_all(&c.wake.epoch)
+                });
             }
         }
         popped
     }
-
 }
 
 /// Pops the next unexpired record of any lane of `c`, starting at lane bit
 /// `*rr` (round robin, so one busy producer cannot starve the others).
-fn pop_lanes(shared: &Shared, c: &ChannelSlot, rr: &mut u32, out: &mut Vec<u8>) -> Result<Option<usize>> {
+fn pop_lanes(
+    shared: &Shared,
+    c: &ChannelSlot,
+    rr: &mut u32,
+    out: &mut Vec<u8>,
+) -> Result<Option<usize>> {
     {
         // Acquire: pairs with the Release `fetch_or` in `ensure_lane`.
         let mask = c.lane_mask.load(Ordering::Acquire);
@@ -404,7 +442,9 @@ fn pop_lanes(shared: &Shared, c: &ChannelSlot, rr: &mut u32, out: &mut Vec<u8>) 
         let rotated = mask.rotate_right(*rr);
         for k in lanes_in(rotated) {
             let bit = (k + *rr) % 64;
-            let Some(lane) = lane_at(shared, c, bit) else { continue };
+            let Some(lane) = lane_at(shared, c, bit) else {
+                continue;
+            };
             let mut cons = Consumer::new(shared.lane(lane));
             loop {
                 match cons.pop(out) {
@@ -442,7 +482,12 @@ impl Endpoint {
         self.try_receive_named(id, channel, name.tag)
     }
 
-    fn try_receive_named(&mut self, id: ChannelId, full: &str, tag: &str) -> Result<Option<Vec<u8>>> {
+    fn try_receive_named(
+        &mut self,
+        id: ChannelId,
+        full: &str,
+        tag: &str,
+    ) -> Result<Option<Vec<u8>>> {
         let now = sys::monotonic_coarse_ms();
         if let Some(q) = self.stash.get_mut(full) {
             while let Some(m) = q.pop_front() {
@@ -466,10 +511,10 @@ impl Endpoint {
                         0 => 0,
                         e => now + e,
                     };
-                    self.stash
-                        .entry(other)
-                        .or_default()
-                        .push_back(Stashed { expires_ms, payload: buf[tag_len..].to_vec() });
+                    self.stash.entry(other).or_default().push_back(Stashed {
+                        expires_ms,
+                        payload: buf[tag_len..].to_vec(),
+                    });
                 }
                 Ok(None) => break Ok(None),
                 Err(e) => break Err(e),
@@ -511,16 +556,12 @@ impl Endpoint {
             }
             std::hint::spin_loop();
         }
-        // Step 1 of the handshake in `wake.rs`. Acquire: pairs with the
-        // producer's Release increment.
-        let e = c.wake.epoch.load(Ordering::Acquire);
-        c.wake.sleepers.fetch_add(1, Ordering::SeqCst);
-        // SeqCst fence: pairs with the producer's fence in `wake::notify`.
-        fence(Ordering::SeqCst);
-        if !has_messages(shared, c) && self.is_live(id) {
-            sys::futex_wait(&c.wake.epoch, e, timeout);
-        }
-        c.wake.sleepers.fetch_sub(1, Ordering::SeqCst);
+        handshake::sleep_unless(
+            &c.wake.epoch,
+            &c.wake.sleepers,
+            || has_messages(shared, c) || !self.is_live(id),
+            |e| sys::futex_wait(&c.wake.epoch, e, timeout),
+        );
     }
 
     // ----- file-descriptor wake-ups ---------------------------------------
@@ -535,7 +576,10 @@ impl Endpoint {
             sys::mkfifo(&path).map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
             let fd = sys::open_fifo(&path, true)
                 .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-            self.shared().endpoint(self.idx as usize).has_bell.store(1, Ordering::Relaxed);
+            self.shared()
+                .endpoint(self.idx as usize)
+                .has_bell
+                .store(1, Ordering::Relaxed);
             self.bell = Some(fd);
         }
         Ok(self.bell.as_ref().expect("just set").as_raw_fd())
@@ -733,8 +777,14 @@ fn member_is(m: &crate::layout::MemberSlot, hash: u64, group: &str, channel: &st
 }
 
 fn find_free_lane(shared: &Shared) -> Option<u32> {
-    (0..shared.geo.lanes)
-        .find(|&l| shared.lane_slot(l as usize).meta.state.load(Ordering::Relaxed) == lane_state::FREE)
+    (0..shared.geo.lanes).find(|&l| {
+        shared
+            .lane_slot(l as usize)
+            .meta
+            .state
+            .load(Ordering::Relaxed)
+            == lane_state::FREE
+    })
 }
 
 /// Finds an active channel by ring name (under the lock).
@@ -746,7 +796,10 @@ fn find_channel(g: &Locked<'_>, ring: &[u8]) -> Option<ChannelId> {
         (c.state.load(Ordering::Relaxed) == channel_state::ACTIVE
             && c.hash.load(Ordering::Relaxed) == hash
             && load_name(&c.name, c.name_len.load(Ordering::Relaxed)) == ring)
-            .then(|| ChannelId { slot: i, gen: c.generation.load(Ordering::Relaxed) })
+            .then(|| ChannelId {
+                slot: i,
+                gen: c.generation.load(Ordering::Relaxed),
+            })
     })
 }
 
@@ -760,7 +813,8 @@ fn create_channel(g: &Locked<'_>, ring: &[u8], owner: Option<(u32, u32)>) -> Res
     c.name_len.store(ring.len() as u32, Ordering::Relaxed);
     store_name(&c.name, ring);
     c.hash.store(name_hash(ring), Ordering::Relaxed);
-    c.capacity.store(shared.capacity_for(ring), Ordering::Relaxed);
+    c.capacity
+        .store(shared.capacity_for(ring), Ordering::Relaxed);
     let (o, og) = owner.map_or((0, 0), |(i, g)| (i + 1, g));
     c.owner.store(o, Ordering::Relaxed);
     c.owner_gen.store(og, Ordering::Relaxed);
@@ -773,5 +827,8 @@ fn create_channel(g: &Locked<'_>, ring: &[u8], owner: Option<(u32, u32)>) -> Res
     // Release, last: lock-free readers that see ACTIVE see the fields above
     // (pairs with the Acquire load in `Endpoint::is_live`).
     c.state.store(channel_state::ACTIVE, Ordering::Release);
-    Ok(ChannelId { slot, gen: c.generation.load(Ordering::Relaxed) })
+    Ok(ChannelId {
+        slot,
+        gen: c.generation.load(Ordering::Relaxed),
+    })
 }

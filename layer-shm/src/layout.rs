@@ -306,7 +306,10 @@ impl Geometry {
             ));
         }
         if !(1..=1 << 20).contains(&self.channels) {
-            return Err(format!("channels {} must be from 1 to 1048576", self.channels));
+            return Err(format!(
+                "channels {} must be from 1 to 1048576",
+                self.channels
+            ));
         }
         if !(1..=1 << 20).contains(&self.lanes) {
             return Err(format!("lanes {} must be from 1 to 1048576", self.lanes));
@@ -334,10 +337,16 @@ impl Geometry {
         let lane_ctrl =
             page_up(channels + u64::from(self.channels) * size_of::<ChannelSlot>() as u64);
         let members = page_up(lane_ctrl + u64::from(self.lanes) * size_of::<LaneSlot>() as u64);
-        let lane_data =
-            page_up(members + u64::from(self.members) * size_of::<MemberSlot>() as u64);
+        let lane_data = page_up(members + u64::from(self.members) * size_of::<MemberSlot>() as u64);
         let total = lane_data + u64::from(self.lanes) * u64::from(self.lane_bytes);
-        Layout { endpoints, channels, lane_ctrl, members, lane_data, total }
+        Layout {
+            endpoints,
+            channels,
+            lane_ctrl,
+            members,
+            lane_data,
+            total,
+        }
     }
 }
 
@@ -379,7 +388,13 @@ mod tests {
 
     #[test]
     fn layout_regions_are_page_aligned_and_disjoint() {
-        let g = Geometry { channels: 7, lanes: 3, members: 5, lane_bytes: 4096, max_message: 1000 };
+        let g = Geometry {
+            channels: 7,
+            lanes: 3,
+            members: 5,
+            lane_bytes: 4096,
+            max_message: 1000,
+        };
         g.validate().unwrap();
         let l = g.layout();
         let offs = [l.endpoints, l.channels, l.lane_ctrl, l.members, l.lane_data];
@@ -390,9 +405,19 @@ mod tests {
 
     #[test]
     fn geometry_rejects_message_larger_than_half_a_lane() {
-        let g = Geometry { channels: 1, lanes: 1, members: 0, lane_bytes: 4096, max_message: 4000 };
+        let g = Geometry {
+            channels: 1,
+            lanes: 1,
+            members: 0,
+            lane_bytes: 4096,
+            max_message: 4000,
+        };
         assert!(g.validate().unwrap_err().contains("max_message"));
-        let g = Geometry { lane_bytes: 5000, max_message: 10, ..g };
+        let g = Geometry {
+            lane_bytes: 5000,
+            max_message: 10,
+            ..g
+        };
         assert!(g.validate().unwrap_err().contains("power of two"));
     }
 }

@@ -14,6 +14,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks, missing_docs)]
 
+pub mod handshake;
 pub mod ring;
 mod sync;
 
@@ -43,7 +44,7 @@ pub use error::{Error, Result, SendError};
 #[cfg(not(loom))]
 pub use reaper::{ReapReport, Reaper};
 #[cfg(not(loom))]
-pub use segment::{Config, Segment};
+pub use segment::{Config, Segment, Stats};
 
 /// `CLOCK_MONOTONIC` in milliseconds, the clock message deadlines use.
 #[cfg(not(loom))]

@@ -44,9 +44,17 @@ pub fn parse_channel(name: &str) -> Result<ChannelName<'_>> {
         }
     }
     match bang {
-        Some(0) => Err(Error::InvalidName(format!("channel name {name:?} starts with '!'"))),
-        Some(i) => Ok(ChannelName { ring: &name[..=i], tag: &name[i + 1..] }),
-        None => Ok(ChannelName { ring: name, tag: "" }),
+        Some(0) => Err(Error::InvalidName(format!(
+            "channel name {name:?} starts with '!'"
+        ))),
+        Some(i) => Ok(ChannelName {
+            ring: &name[..=i],
+            tag: &name[i + 1..],
+        }),
+        None => Ok(ChannelName {
+            ring: name,
+            tag: "",
+        }),
     }
 }
 
@@ -115,7 +123,10 @@ mod tests {
     #[test]
     fn bad_names_are_rejected_with_the_reason() {
         for bad in ["", "a b", "two!bangs!", "!x", "caf\u{e9}", &"x".repeat(100)] {
-            assert!(matches!(parse_channel(bad), Err(Error::InvalidName(_))), "{bad:?}");
+            assert!(
+                matches!(parse_channel(bad), Err(Error::InvalidName(_))),
+                "{bad:?}"
+            );
         }
         assert!(check_group("chat.room-1_a").is_ok());
         assert!(check_group("chat!room").is_err());

@@ -23,7 +23,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
-use crate::layout::{channel_state, endpoint_state, lane_state, load_name, ChannelSlot, MAX_ENDPOINTS};
+use crate::layout::{
+    channel_state, endpoint_state, lane_state, load_name, ChannelSlot, MAX_ENDPOINTS,
+};
 use crate::segment::{Locked, Segment, Shared};
 use crate::{names, sys, wake};
 
@@ -70,7 +72,10 @@ pub(crate) fn sweep(g: &Locked<'_>, report: &mut ReapReport) {
     for i in 0..MAX_ENDPOINTS {
         let ep = shared.endpoint(i);
         if ep.state.load(Ordering::Relaxed) == endpoint_state::ACTIVE
-            && !sys::process_alive(ep.pid.load(Ordering::Relaxed), ep.start_time.load(Ordering::Relaxed))
+            && !sys::process_alive(
+                ep.pid.load(Ordering::Relaxed),
+                ep.start_time.load(Ordering::Relaxed),
+            )
         {
             release_endpoint(g, i as u32, ep.generation.load(Ordering::Relaxed), report);
             report.endpoints += 1;
@@ -89,11 +94,14 @@ pub(crate) fn sweep(g: &Locked<'_>, report: &mut ReapReport) {
             continue;
         }
         let claim = c.wake.claim.load(Ordering::Relaxed);
-        if claim != 0
-            && !(1..=MAX_ENDPOINTS as u32).contains(&claim)
-            || claim != 0
-                && shared.endpoint(claim as usize - 1).state.load(Ordering::Relaxed) != endpoint_state::ACTIVE
-        {
+        let claimant_gone = claim != 0
+            && (claim as usize > MAX_ENDPOINTS
+                || shared
+                    .endpoint(claim as usize - 1)
+                    .state
+                    .load(Ordering::Relaxed)
+                    != endpoint_state::ACTIVE);
+        if claimant_gone {
             release_claim(c);
             report.claims += 1;
         }
@@ -190,7 +198,9 @@ pub(crate) fn release_endpoint(g: &Locked<'_>, idx: u32, gen: u32, report: &mut 
             release_claim(c);
             report.claims += 1;
         }
-        c.wake.fd_waiters.fetch_and(!(1u64 << idx), Ordering::Relaxed);
+        c.wake
+            .fd_waiters
+            .fetch_and(!(1u64 << idx), Ordering::Relaxed);
     }
     // Its lanes: still-listed ones are drained by their consumer first.
     for l in 0..shared.geo.lanes {
@@ -346,7 +356,11 @@ impl Reaper {
                 }
             })
             .map_err(|e| Error::io("starting the reaper thread", e))?;
-        Ok(Reaper { stop, bell, thread: Some(thread) })
+        Ok(Reaper {
+            stop,
+            bell,
+            thread: Some(thread),
+        })
     }
 }
 

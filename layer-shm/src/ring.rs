@@ -235,7 +235,9 @@ impl<'a> Producer<'a> {
     /// Appends a record; `Err(Full)` when there is no room, without blocking.
     pub fn push(&mut self, tag: &[u8], payload: &[u8], expires_ms: u64) -> Result<(), PushError> {
         let len = record_len(tag.len(), payload.len());
-        if tag.len() > MAX_TAG || payload.len() > u32::MAX as usize || len > self.lane.limits.max_record
+        if tag.len() > MAX_TAG
+            || payload.len() > u32::MAX as usize
+            || len > self.lane.limits.max_record
         {
             return Err(PushError::TooLarge);
         }
@@ -269,6 +271,23 @@ impl<'a> Producer<'a> {
         Ok(())
     }
 
+    /// Writes a record's bytes but dies before publishing it: what a producer
+    /// killed inside `push` leaves behind. For the loom models only.
+    #[cfg(loom)]
+    #[doc(hidden)]
+    pub fn write_then_die(mut self, tag: &[u8], payload: &[u8]) {
+        let mut header = [0u8; RECORD_HEADER];
+        header[0..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        header[4..6].copy_from_slice(&(tag.len() as u16).to_le_bytes());
+        self.head = self.lane.ctrl.head.load(Ordering::Acquire);
+        assert!(self.fits(record_len(tag.len(), payload.len())));
+        let mask = self.lane.bytes() - 1;
+        let off = self.lane.offset(self.tail);
+        write_bytes(self.lane.data, off, &header);
+        write_bytes(self.lane.data, (off + RECORD_HEADER) & mask, payload);
+        // ...and never stores `tail`.
+    }
+
     /// Whether a record of this size would fit now (re-reads `head`).
     pub fn has_room(&mut self, tag_len: usize, payload_len: usize) -> bool {
         self.head = self.lane.ctrl.head.load(Ordering::Acquire);
@@ -291,7 +310,11 @@ impl<'a> Consumer<'a> {
         // Acquire: the consumer role may have moved here from another process;
         // the hand-over (a claim word) orders it, this keeps the load honest.
         let head = lane.ctrl.head.load(Ordering::Acquire);
-        Consumer { lane, head, tail: head }
+        Consumer {
+            lane,
+            head,
+            tail: head,
+        }
     }
 
     /// Removes the oldest record, copying its tag and payload into `out` (tag
@@ -368,7 +391,13 @@ impl<'a> Consumer<'a> {
         if payload_len > 0 {
             read_bytes(self.lane.data, at, payload);
         }
-        Ok((RecordMeta { tag_len, expires_ms }, len))
+        Ok((
+            RecordMeta {
+                tag_len,
+                expires_ms,
+            },
+            len,
+        ))
     }
 
     /// Whether the lane is empty, re-reading the producer's `tail`.
@@ -398,7 +427,14 @@ mod tests {
 
     fn lane(o: &Owned, max_msgs: u32) -> Lane<'_> {
         let bytes = o.data.len() * 8;
-        Lane::new(&o.ctrl, &o.data, LaneLimits { max_msgs, max_record: bytes })
+        Lane::new(
+            &o.ctrl,
+            &o.data,
+            LaneLimits {
+                max_msgs,
+                max_record: bytes,
+            },
+        )
     }
 
     #[test]
@@ -411,7 +447,13 @@ mod tests {
         p.push(b"", b"", 0).unwrap();
         let mut out = Vec::new();
         let m = c.pop(&mut out).unwrap().unwrap();
-        assert_eq!(m, RecordMeta { tag_len: 5, expires_ms: 42 });
+        assert_eq!(
+            m,
+            RecordMeta {
+                tag_len: 5,
+                expires_ms: 42
+            }
+        );
         assert_eq!(&out, b"conn7hello");
         let m = c.pop(&mut out).unwrap().unwrap();
         assert_eq!(m.tag_len, 0);
@@ -454,7 +496,14 @@ mod tests {
     #[test]
     fn oversized_record_is_refused() {
         let o = owned(128);
-        let l = Lane::new(&o.ctrl, &o.data, LaneLimits { max_msgs: 10, max_record: 64 });
+        let l = Lane::new(
+            &o.ctrl,
+            &o.data,
+            LaneLimits {
+                max_msgs: 10,
+                max_record: 64,
+            },
+        );
         let mut p = Producer::new(l);
         assert_eq!(p.push(b"", &[0; 49], 0), Err(PushError::TooLarge));
         p.push(b"", &[0; 48], 0).unwrap();

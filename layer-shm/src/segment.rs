@@ -105,9 +105,15 @@ impl Segment {
             return Err(Error::Config("capacity must be at least 1".into()));
         }
         if config.channel_capacity.len() > MAX_RULES {
-            return Err(Error::Config(format!("at most {MAX_RULES} channel_capacity rules")));
+            return Err(Error::Config(format!(
+                "at most {MAX_RULES} channel_capacity rules"
+            )));
         }
-        let mut rules = [RuleSlot { pattern_len: 0, capacity: 0, pattern: [0; 104] }; MAX_RULES];
+        let mut rules = [RuleSlot {
+            pattern_len: 0,
+            capacity: 0,
+            pattern: [0; 104],
+        }; MAX_RULES];
         for (slot, (pattern, cap)) in rules.iter_mut().zip(&config.channel_capacity) {
             if pattern.is_empty() || pattern.len() > MAX_NAME || *cap == 0 {
                 return Err(Error::Config(format!(
@@ -122,7 +128,9 @@ impl Segment {
         let mut rand = [0u8; 12];
         sys::random_bytes(&mut rand).map_err(|e| Error::io("reading random bytes", e))?;
         let hex: String = rand.iter().map(|b| format!("{b:02x}")).collect();
-        let path = config.dir.join(format!("ringway-{}-{hex}", std::process::id()));
+        let path = config
+            .dir
+            .join(format!("ringway-{}-{hex}", std::process::id()));
         let fd = sys::open_rw(&path, true)
             .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
         // From here on a failure must remove the file.
@@ -130,8 +138,12 @@ impl Segment {
             sys::unlink(&path);
             e
         };
-        sys::ftruncate(&fd, layout.total)
-            .map_err(|e| cleanup(Error::io(format!("sizing {} to {} bytes", path.display(), layout.total), e)))?;
+        sys::ftruncate(&fd, layout.total).map_err(|e| {
+            cleanup(Error::io(
+                format!("sizing {} to {} bytes", path.display(), layout.total),
+                e,
+            ))
+        })?;
         let map = Mapping::map(&fd, layout.total as usize)
             .map_err(|e| cleanup(Error::io(format!("mapping {}", path.display()), e)))?;
         let header = Header {
@@ -211,12 +223,16 @@ impl Segment {
             .map_err(|e| Error::io(format!("mapping {}", path.display()), e))?;
         let base = map.ptr();
         // SAFETY: the mapping is at least 16 bytes and page-aligned.
-        let (magic, version) = unsafe { (base.cast::<u64>().read(), base.add(8).cast::<u32>().read()) };
+        let (magic, version) =
+            unsafe { (base.cast::<u64>().read(), base.add(8).cast::<u32>().read()) };
         if magic != MAGIC {
             return Err(Error::NotASegment(path));
         }
         if version != VERSION {
-            return Err(Error::Version { found: version, expected: VERSION });
+            return Err(Error::Version {
+                found: version,
+                expected: VERSION,
+            });
         }
         if size < hsize {
             return Err(Error::Corrupt(format!(
@@ -229,10 +245,16 @@ impl Segment {
         // after validation).
         let h = unsafe { &*base.cast::<Header>() };
         if h.arch != ARCH_TAG {
-            return Err(Error::Architecture { found: h.arch, expected: ARCH_TAG });
+            return Err(Error::Architecture {
+                found: h.arch,
+                expected: ARCH_TAG,
+            });
         }
         if h.header_size as u64 != hsize {
-            return Err(Error::Corrupt(format!("header size {} (expected {hsize})", h.header_size)));
+            return Err(Error::Corrupt(format!(
+                "header size {} (expected {hsize})",
+                h.header_size
+            )));
         }
         // Acquire: pairs with the creator's Release store in `create`.
         if h.ready.load(Ordering::Acquire) != 1 {
@@ -245,7 +267,8 @@ impl Segment {
             lane_bytes: h.lane_bytes,
             max_message: h.max_message,
         };
-        geo.validate().map_err(|e| Error::Corrupt(format!("header geometry: {e}")))?;
+        geo.validate()
+            .map_err(|e| Error::Corrupt(format!("header geometry: {e}")))?;
         let layout = geo.layout();
         if h.total_size != layout.total || size != layout.total {
             return Err(Error::Corrupt(format!(
@@ -255,10 +278,24 @@ impl Segment {
                 layout.total
             )));
         }
-        let offs = [h.endpoints_off, h.channels_off, h.lane_ctrl_off, h.members_off, h.lane_data_off];
-        let want = [layout.endpoints, layout.channels, layout.lane_ctrl, layout.members, layout.lane_data];
+        let offs = [
+            h.endpoints_off,
+            h.channels_off,
+            h.lane_ctrl_off,
+            h.members_off,
+            h.lane_data_off,
+        ];
+        let want = [
+            layout.endpoints,
+            layout.channels,
+            layout.lane_ctrl,
+            layout.members,
+            layout.lane_data,
+        ];
         if offs != want {
-            return Err(Error::Corrupt(format!("region offsets {offs:?}, expected {want:?}")));
+            return Err(Error::Corrupt(format!(
+                "region offsets {offs:?}, expected {want:?}"
+            )));
         }
         if h.default_capacity == 0 || h.rule_count as usize > MAX_RULES {
             return Err(Error::Corrupt("capacity settings out of range".into()));
@@ -298,6 +335,65 @@ impl Segment {
     pub(crate) fn header(&self) -> &Header {
         self.shared.header()
     }
+
+    /// Counts of what the tables hold now (for `ringway-shm inspect`, metrics
+    /// and tests). Read without the lock: a consistent snapshot only when the
+    /// segment is idle.
+    pub fn stats(&self) -> Stats {
+        use crate::layout::{channel_state, endpoint_state, lane_state};
+        let s = &*self.shared;
+        let mut st = Stats::default();
+        for i in 0..MAX_ENDPOINTS {
+            st.endpoints +=
+                usize::from(s.endpoint(i).state.load(Ordering::Relaxed) == endpoint_state::ACTIVE);
+        }
+        for i in 0..s.geo.channels as usize {
+            st.channels +=
+                usize::from(s.channel(i).state.load(Ordering::Relaxed) == channel_state::ACTIVE);
+        }
+        for i in 0..s.geo.lanes as usize {
+            match s.lane_slot(i).meta.state.load(Ordering::Relaxed) {
+                lane_state::ACTIVE => st.lanes_active += 1,
+                lane_state::ORPHANED => st.lanes_orphaned += 1,
+                lane_state::DETACHED => st.lanes_detached += 1,
+                _ => {}
+            }
+        }
+        for i in 0..s.geo.members as usize {
+            st.memberships += usize::from(s.member(i).state.load(Ordering::Relaxed) == 1);
+        }
+        st
+    }
+
+    /// Takes the segment lock and never lets go: for tests that kill a
+    /// process while it holds the lock. Blocks forever.
+    #[doc(hidden)]
+    pub fn hold_lock_forever_for_tests(&self) -> Result<std::convert::Infallible> {
+        let g = self.shared.lock()?;
+        std::mem::forget(g);
+        println!("locked");
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        loop {
+            std::thread::park();
+        }
+    }
+}
+
+/// What a segment's tables hold; see [`Segment::stats`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Attached endpoints.
+    pub endpoints: usize,
+    /// Channels in use.
+    pub channels: usize,
+    /// Lanes with a live producer.
+    pub lanes_active: usize,
+    /// Lanes of dead producers, waiting for their consumer to drain them.
+    pub lanes_orphaned: usize,
+    /// Lanes whose channel is gone, waiting for their producer to free them.
+    pub lanes_detached: usize,
+    /// Group memberships.
+    pub memberships: usize,
 }
 
 impl Shared {
@@ -344,11 +440,16 @@ impl Shared {
         // SAFETY: lane `i`'s data lies within the mapping (validated layout,
         // `i < lanes` checked by `lane_slot`), is page-aligned, and AtomicU64 is
         // valid for any bit pattern.
-        let data = unsafe { std::slice::from_raw_parts(self.map.ptr().add(off).cast::<AtomicU64>(), words) };
+        let data = unsafe {
+            std::slice::from_raw_parts(self.map.ptr().add(off).cast::<AtomicU64>(), words)
+        };
         Lane::new(
             &slot.ctrl,
             data,
-            LaneLimits { max_msgs: ring::MAX_LANE_MSGS, max_record: self.geo.max_record() },
+            LaneLimits {
+                max_msgs: ring::MAX_LANE_MSGS,
+                max_record: self.geo.max_record(),
+            },
         )
     }
 
@@ -371,9 +472,15 @@ impl Shared {
         // SAFETY: the mutex was initialised by the creator before `ready` was
         // set, and the mapping outlives the guard (it borrows `self`).
         match unsafe { sys::robust::lock(m, LOCK_TIMEOUT) } {
-            Ok(sys::robust::Locked::Clean) => Ok(Locked { seg: self, _not_send: PhantomData }),
+            Ok(sys::robust::Locked::Clean) => Ok(Locked {
+                seg: self,
+                _not_send: PhantomData,
+            }),
             Ok(sys::robust::Locked::OwnerDied) => {
-                let guard = Locked { seg: self, _not_send: PhantomData };
+                let guard = Locked {
+                    seg: self,
+                    _not_send: PhantomData,
+                };
                 crate::reaper::sweep(&guard, &mut crate::reaper::ReapReport::default());
                 Ok(guard)
             }

@@ -27,9 +27,8 @@ pub fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
     let mut filled = 0;
     while filled < buf.len() {
         // SAFETY: the pointer and length describe the unfilled tail of `buf`.
-        let n = unsafe {
-            libc::getrandom(buf[filled..].as_mut_ptr().cast(), buf.len() - filled, 0)
-        };
+        let n =
+            unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), buf.len() - filled, 0) };
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() != io::ErrorKind::Interrupted {
@@ -45,7 +44,10 @@ pub fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
 /// `CLOCK_MONOTONIC` in milliseconds. The clock is system-wide, so deadlines
 /// computed in one process mean the same in another.
 pub fn monotonic_ms() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid, writable timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
@@ -55,7 +57,10 @@ pub fn monotonic_ms() -> u64 {
 /// resolution (a few ms), several times cheaper to read. Good enough for
 /// message expiry, which is counted in seconds.
 pub fn monotonic_coarse_ms() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid, writable timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
@@ -64,8 +69,12 @@ pub fn monotonic_coarse_ms() -> u64 {
 /// Whether the process `pid` that started at `start_time` is still running
 /// (a zombie counts as dead: it will never touch the segment again).
 pub fn process_alive(pid: u32, start_time: u64) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
-    let Some(close) = stat.rfind(')') else { return false };
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let Some(close) = stat.rfind(')') else {
+        return false;
+    };
     let mut fields = stat[close + 2..].split(' ');
     let state = fields.next().unwrap_or("X");
     let started = fields.nth(18).and_then(|f| f.parse::<u64>().ok());
@@ -130,7 +139,10 @@ impl Mapping {
         if ptr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        Ok(Mapping { ptr: ptr.cast(), len })
+        Ok(Mapping {
+            ptr: ptr.cast(),
+            len,
+        })
     }
 
     /// Start of the mapping (page-aligned).
@@ -165,7 +177,9 @@ pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
         tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
         tv_nsec: d.subsec_nanos() as libc::c_long,
     });
-    let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
     // SAFETY: `word` is a valid, aligned u32 for the duration of the call; the
     // kernel only reads it. EINTR, EAGAIN and ETIMEDOUT are all fine: callers
     // re-check their condition in a loop.
@@ -214,7 +228,11 @@ pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
 pub fn poll_readable(fds: &[RawFd], timeout_ms: i32) -> io::Result<Vec<bool>> {
     let mut pfds: Vec<libc::pollfd> = fds
         .iter()
-        .map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 })
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
         .collect();
     loop {
         // SAFETY: `pfds` is a valid array of `pfds.len()` pollfd structs.
@@ -255,7 +273,10 @@ pub fn open_fifo(path: &Path, read: bool) -> io::Result<OwnedFd> {
     let mode = if read { libc::O_RDWR } else { libc::O_WRONLY };
     // SAFETY: `c` is a NUL-terminated path.
     let fd = check(unsafe {
-        libc::open(c.as_ptr(), mode | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        libc::open(
+            c.as_ptr(),
+            mode | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+        )
     })?;
     // SAFETY: `open` returned a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
@@ -339,8 +360,14 @@ pub mod robust {
     /// # Safety
     /// `m` must point to a mutex initialised with [`init`] that stays mapped
     /// while it is held.
-    pub unsafe fn lock(m: *mut libc::pthread_mutex_t, timeout: std::time::Duration) -> io::Result<Locked> {
-        let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    pub unsafe fn lock(
+        m: *mut libc::pthread_mutex_t,
+        timeout: std::time::Duration,
+    ) -> io::Result<Locked> {
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         // SAFETY: `now` is a valid timespec to write.
         unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut now) };
         let mut deadline = libc::timespec {

@@ -29,10 +29,10 @@
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{fence, Ordering};
+use std::sync::atomic::Ordering;
 
 use crate::layout::ChannelSlot;
-use crate::sys;
+use crate::{handshake, sys};
 
 /// Path of an endpoint's doorbell FIFO.
 pub(crate) fn bell_path(segment: &Path, idx: u32, gen: u32) -> PathBuf {
@@ -50,7 +50,9 @@ pub(crate) fn reaper_bell_path(segment: &Path) -> PathBuf {
 
 /// Removes every doorbell of a segment (its owner calls this on exit).
 pub(crate) fn remove_bells(segment: &Path) {
-    let (Some(dir), Some(name)) = (segment.parent(), segment.file_name()) else { return };
+    let (Some(dir), Some(name)) = (segment.parent(), segment.file_name()) else {
+        return;
+    };
     let mut prefix = name.to_owned();
     prefix.push(".");
     let prefix = prefix.to_string_lossy().into_owned();
@@ -90,15 +92,11 @@ impl Bells {
 /// endpoints (bitmask) whose doorbells must be rung.
 #[inline]
 pub(crate) fn notify(ch: &ChannelSlot) -> u64 {
-    // SeqCst fence: orders our Release store of the lane's tail before the
-    // loads below; pairs with the consumer's fence in `Endpoint::sleep` and
-    // `Endpoint::arm`.
-    fence(Ordering::SeqCst);
-    if ch.wake.sleepers.load(Ordering::Relaxed) != 0 {
-        // Release: pairs with the consumer's Acquire load of `epoch`.
-        ch.wake.epoch.fetch_add(1, Ordering::Release);
-        sys::futex_wake_all(&ch.wake.epoch);
-    }
+    // Includes the SeqCst fence that also orders the `fd_waiters` load below
+    // after our publishing store; pairs with the fence in `Endpoint::arm`.
+    handshake::wake_sleepers(&ch.wake.epoch, &ch.wake.sleepers, || {
+        sys::futex_wake_all(&ch.wake.epoch)
+    });
     let waiting = ch.wake.fd_waiters.load(Ordering::Relaxed);
     if waiting == 0 {
         return 0;

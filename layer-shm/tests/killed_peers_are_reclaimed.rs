@@ -1,0 +1,145 @@
+//! A process killed at any point wedges no one: its records, lanes, channels,
+//! group memberships and even the segment lock are reclaimed.
+
+mod common;
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{config, eventually, parse, Peer};
+use ringway_layer_shm::{Config, Error, Reaper, Segment};
+
+#[test]
+fn producer_killed_mid_stream_is_reclaimed_and_the_consumer_carries_on() {
+    let seg = Segment::create(&Config {
+        channel_capacity: vec![("inbox".into(), 4096)],
+        ..config()
+    })
+    .unwrap();
+    let (tx, reaps) = mpsc::channel();
+    let _reaper = Reaper::spawn(seg.clone(), move |r| {
+        let _ = tx.send(r);
+    })
+    .unwrap();
+    let path = seg.path().to_str().unwrap().to_owned();
+    let mut ep = seg.endpoint().unwrap();
+    let inbox = ep.channel("inbox").unwrap();
+    let mut victim = Peer::spawn(&["produce", &path, "inbox", "0", "100000000"]);
+    let mut survivor = Peer::spawn(&["produce", &path, "inbox", "1", "200000"]);
+    assert_eq!(victim.line(), "ready");
+    assert_eq!(survivor.line(), "ready");
+
+    let mut next = [0u64; 2];
+    let mut buf = Vec::new();
+    let mut victim = Some(victim);
+    while next[1] < 200_000 {
+        match ep.try_receive_id(inbox, &mut buf).unwrap() {
+            Some(_) => {
+                let (id, seq) = parse(&buf);
+                assert_eq!(seq, next[id], "producer {id} out of order");
+                next[id] += 1;
+                // Kill the victim while it is sending flat out: most likely
+                // in the middle of writing a record.
+                if id == 0 && seq == 50_000 {
+                    victim.take().unwrap().kill();
+                }
+            }
+            None => ep.wait(inbox, Some(Duration::from_millis(100))),
+        }
+    }
+    assert!(victim.is_none(), "the victim was killed");
+    // The reaper noticed the death through the pidfd and released the
+    // endpoint, orphaning its lane for us to drain.
+    let report = reaps
+        .recv_timeout(Duration::from_secs(10))
+        .expect("reaper report")
+        .unwrap();
+    assert_eq!(report.endpoints, 1, "{report:?}");
+    survivor.finish();
+    // Drain: whatever the victim published before dying arrives, in order,
+    // and nothing more (a half-written record is never seen).
+    while ep.try_receive_id(inbox, &mut buf).unwrap().is_some() {
+        let (id, seq) = parse(&buf);
+        assert_eq!(seq, next[id]);
+        next[id] += 1;
+    }
+    assert!(
+        next[0] > 50_000,
+        "victim's published messages were delivered"
+    );
+    assert_eq!(next[1], 200_000);
+    let st = seg.stats();
+    assert_eq!(
+        (st.endpoints, st.lanes_active, st.lanes_orphaned),
+        (1, 0, 0),
+        "{st:?}"
+    );
+    // The channel still works for a new producer.
+    let fresh = Peer::spawn(&["produce", &path, "inbox", "2", "10"]);
+    let mut got = 0;
+    while got < 10 {
+        match ep.receive("inbox", Some(Duration::from_secs(10))).unwrap() {
+            Some(m) => {
+                assert_eq!(parse(&m), (2, got));
+                got += 1;
+            }
+            None => panic!("fresh producer's messages did not arrive"),
+        }
+    }
+    fresh.finish();
+}
+
+#[test]
+fn member_killed_while_in_a_group_is_removed_from_it() {
+    let seg = Segment::create(&config()).unwrap();
+    let path = seg.path().to_str().unwrap().to_owned();
+    let mut ep = seg.endpoint().unwrap();
+    let mut a = Peer::spawn(&["join", &path, "room"]);
+    let mut b = Peer::spawn(&["join", &path, "room"]);
+    let (name_a, name_b) = (a.line(), b.line());
+    let mut members = ep.group_members("room").unwrap();
+    members.sort();
+    let mut want = vec![name_a.clone(), name_b.clone()];
+    want.sort();
+    assert_eq!(members, want);
+    a.kill();
+    let report = seg.reap().unwrap();
+    assert_eq!((report.endpoints, report.channels), (1, 1), "{report:?}");
+    assert_eq!(ep.group_members("room").unwrap(), vec![name_b.clone()]);
+    let sent = ep.group_send("room", b"hello").unwrap();
+    assert_eq!((sent.sent, sent.full, sent.gone), (1, 0, 0));
+    // Sending to the dead member's channel says there is no receiver.
+    assert!(matches!(
+        ep.send(&name_a, b"x"),
+        Err(ringway_layer_shm::SendError::Other(Error::NoReceiver(_)))
+    ));
+    b.finish();
+}
+
+#[test]
+fn process_killed_holding_the_segment_lock_does_not_wedge_anyone() {
+    let seg = Segment::create(&config()).unwrap();
+    let path = seg.path().to_str().unwrap().to_owned();
+    let mut ep = seg.endpoint().unwrap();
+    ep.send("inbox", b"before").unwrap();
+    let mut holder = Peer::spawn(&["hold-lock", &path]);
+    assert_eq!(holder.line(), "locked");
+    // While it holds the lock, table changes time out instead of hanging...
+    assert!(matches!(ep.group_add("g", "c"), Err(Error::LockTimeout)));
+    assert!(matches!(ep.channel("other"), Err(Error::LockTimeout)));
+    // ...and messages on channels already in use never need it.
+    ep.send("inbox", b"during").unwrap();
+    assert_eq!(
+        ep.try_receive("inbox").unwrap().as_deref(),
+        Some(&b"before"[..])
+    );
+    assert_eq!(
+        ep.try_receive("inbox").unwrap().as_deref(),
+        Some(&b"during"[..])
+    );
+    holder.kill();
+    // The kernel hands the robust lock on; the next holder repairs and goes on.
+    ep.group_add("g", "c").unwrap();
+    assert_eq!(ep.group_members("g").unwrap(), vec!["c".to_owned()]);
+    assert!(eventually(Duration::from_secs(5), || seg.stats().endpoints == 1));
+}
