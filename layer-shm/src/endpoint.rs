@@ -414,10 +414,13 @@ impl Endpoint {
             c.wake.claim.store(0, Ordering::Release);
             // Another receiver may have gone to sleep while we held the claim
             // with more messages behind the one we took: hand the wake-up on.
-            if has_messages(shared, c) {
-                handshake::wake_sleepers(&c.wake.epoch, &c.wake.sleepers, || {
-                    sys::futex_wake_all(&c.wake.epoch)
-                });
+            // SeqCst fence: orders the claim release before the `sleepers`
+            // load; pairs with the fence in `handshake::sleep_unless`.
+            fence(Ordering::SeqCst);
+            if c.wake.sleepers.load(Ordering::Relaxed) != 0 && has_messages(shared, c) {
+                // Release: pairs with the sleeper's Acquire load of `epoch`.
+                c.wake.epoch.fetch_add(1, Ordering::Release);
+                sys::futex_wake_all(&c.wake.epoch);
             }
         }
         popped

@@ -6,6 +6,7 @@
 //! ringway-shm produce PATH CHANNEL ID COUNT    send COUNT messages "ID SEQ", retrying while full
 //! ringway-shm join PATH GROUP                  add a new channel to GROUP, print it, wait on stdin
 //! ringway-shm hold-lock PATH                   take the segment lock and hang (for crash tests)
+//! ringway-shm demo [PRODUCERS] [COUNT]         a live demo: producer processes into one consumer
 //! ```
 
 // Under `cfg(loom)` the crate is only its ring protocol, for the models.
@@ -26,7 +27,7 @@ mod cli {
 
     fn usage() -> ExitCode {
         eprintln!(
-            "usage: ringway-shm inspect PATH\n       ringway-shm produce PATH CHANNEL ID COUNT\n       ringway-shm join PATH GROUP\n       ringway-shm hold-lock PATH"
+            "usage: ringway-shm inspect PATH\n       ringway-shm produce PATH CHANNEL ID COUNT\n       ringway-shm join PATH GROUP\n       ringway-shm hold-lock PATH\n       ringway-shm demo [PRODUCERS] [COUNT]"
         );
         ExitCode::from(2)
     }
@@ -41,6 +42,15 @@ mod cli {
                 _ => return usage(),
             },
             ["join", path, group] => join(path, group),
+            ["demo"] => demo(4, 2_000_000),
+            ["demo", n] => match n.parse() {
+                Ok(n) => demo(n, 2_000_000),
+                _ => return usage(),
+            },
+            ["demo", n, count] => match (n.parse(), count.parse()) {
+                (Ok(n), Ok(count)) => demo(n, count),
+                _ => return usage(),
+            },
             ["hold-lock", path] => Segment::open(path)
                 .and_then(|s| s.hold_lock_forever_for_tests())
                 .map(drop),
@@ -84,6 +94,91 @@ mod cli {
             }
         }
         println!("done");
+        Ok(())
+    }
+
+    /// Creates a segment, starts `producers` processes sending `count` messages
+    /// each into one channel, receives them all here, checks order, and
+    /// reports the rate, a killed-and-reclaimed producer, and the tables.
+    fn demo(producers: usize, count: u64) -> ringway_layer_shm::Result<()> {
+        use ringway_layer_shm::{Config, Reaper};
+        use std::process::{Command, Stdio};
+        use std::time::{Duration, Instant};
+
+        let seg = Segment::create(&Config {
+            channel_capacity: vec![("demo.inbox".into(), 8192)],
+            ..Config::default()
+        })?;
+        let _reaper = Reaper::spawn(seg.clone(), |r| match r {
+            Ok(r) => println!("reaper: reclaimed {r:?}"),
+            Err(e) => eprintln!("reaper: {e}"),
+        })?;
+        let path = seg.path().to_str().expect("UTF-8 path").to_owned();
+        println!("segment {path}: {:?}", seg.geometry());
+        let mut ep = seg.endpoint()?;
+        let inbox = ep.channel("demo.inbox")?;
+        let exe = std::env::current_exe().expect("own path");
+        let spawn = |id: usize, n: u64| {
+            Command::new(&exe)
+                .args([
+                    "produce",
+                    &path,
+                    "demo.inbox",
+                    &id.to_string(),
+                    &n.to_string(),
+                ])
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("spawning a producer")
+        };
+        let mut children: Vec<_> = (0..producers).map(|i| spawn(i, count)).collect();
+        // One more producer that is killed half way, to show reclamation.
+        let mut victim = Some(spawn(producers, u64::MAX));
+        let mut next = vec![0u64; producers + 1];
+        let mut buf = Vec::new();
+        let start = Instant::now();
+        let total = producers as u64 * count;
+        let mut got = 0u64;
+        while got < total {
+            match ep.try_receive_id(inbox, &mut buf)? {
+                Some(_) => {
+                    let text = std::str::from_utf8(&buf).unwrap_or("").trim_end();
+                    let (id, seq) = text.split_once(' ').expect("demo message");
+                    let (id, seq): (usize, u64) = (id.parse().unwrap(), seq.parse().unwrap());
+                    assert_eq!(seq, next[id], "producer {id} out of order");
+                    next[id] += 1;
+                    if id < producers {
+                        got += 1;
+                    }
+                    if id == producers && seq == 100_000 {
+                        if let Some(mut v) = victim.take() {
+                            v.kill().ok();
+                            v.wait().ok();
+                            println!("killed producer {id} (pid {}) mid-stream", v.id());
+                        }
+                    }
+                }
+                None => ep.wait(inbox, Some(Duration::from_millis(100))),
+            }
+        }
+        let secs = start.elapsed().as_secs_f64();
+        for c in &mut children {
+            c.wait().ok();
+        }
+        if let Some(mut v) = victim.take() {
+            v.kill().ok();
+            v.wait().ok();
+        }
+        while ep.try_receive_id(inbox, &mut buf)?.is_some() {}
+        println!(
+            "received {got} messages from {producers} processes in {secs:.2} s ({:.1} M msg/s), each producer's in order",
+            got as f64 / secs / 1e6
+        );
+        println!(
+            "killed producer delivered {} messages before it died",
+            next[producers]
+        );
+        println!("tables now: {:?}", seg.stats());
         Ok(())
     }
 
