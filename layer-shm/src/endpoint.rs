@@ -42,6 +42,24 @@ struct SendLane {
     head: u64,
 }
 
+/// A receiver's saved view of one lane (see `Consumer::resume`).
+#[derive(Clone, Copy, Default)]
+struct LaneView {
+    /// Lane index + 1 (0: no view).
+    lane: u32,
+    /// The lane's incarnation when the view was taken.
+    incarnation: u32,
+    head: u64,
+    tail: u64,
+}
+
+/// A receiver's saved views of a channel's lanes, by lane bit.
+struct RecvView {
+    /// The channel generation the views belong to.
+    gen: u32,
+    lanes: [LaneView; LANES_PER_CHANNEL],
+}
+
 /// A message held back for a process-specific channel name other than the one
 /// being received.
 struct Stashed {
@@ -77,7 +95,9 @@ pub struct Endpoint {
     /// Ring name -> resolved channel.
     names: HashMap<String, ChannelId>,
     /// Channel slot -> our lane in it.
-    lanes: HashMap<u32, SendLane>,
+    lanes: Vec<Option<SendLane>>,
+    /// Channel slot -> what we know of its lanes as a receiver.
+    views: Vec<Option<Box<RecvView>>>,
     /// Full process-specific channel name -> messages received for it early.
     stash: HashMap<String, VecDeque<Stashed>>,
     /// Read end of our doorbell FIFO, once asked for.
@@ -126,7 +146,8 @@ impl Segment {
             idx,
             gen,
             names: HashMap::new(),
-            lanes: HashMap::new(),
+            lanes: Vec::new(),
+            views: Vec::new(),
             stash: HashMap::new(),
             bell: None,
             bells: Bells::default(),
@@ -249,9 +270,8 @@ impl Endpoint {
         self.ensure_lane(id)?;
         let shared = &*self.seg.shared;
         let c = shared.channel(id.slot as usize);
-        let sl = self
-            .lanes
-            .get_mut(&id.slot)
+        let sl = self.lanes[id.slot as usize]
+            .as_mut()
             .expect("ensure_lane inserted it");
         let mut p = Producer::resume(shared.lane(sl.lane as usize), sl.tail, sl.head);
         // Capacity counts every lane of the channel. Our own count is an upper
@@ -313,14 +333,18 @@ impl Endpoint {
 
     /// Makes sure we have a lane listed in channel `id`.
     fn ensure_lane(&mut self, id: ChannelId) -> Result<()> {
+        let slot = id.slot as usize;
         if self
             .lanes
-            .get(&id.slot)
-            .is_some_and(|l| l.chan_gen == id.gen)
+            .get(slot)
+            .is_some_and(|l| l.as_ref().is_some_and(|l| l.chan_gen == id.gen))
         {
             return Ok(());
         }
-        let stale = self.lanes.remove(&id.slot);
+        if self.lanes.len() <= slot {
+            self.lanes.resize_with(slot + 1, || None);
+        }
+        let stale = self.lanes[slot].take();
         let shared = &*self.seg.shared;
         let g = shared.lock()?;
         if let Some(old) = stale {
@@ -339,13 +363,15 @@ impl Endpoint {
             Some(l) => l,
             None => {
                 // Our own lanes of channels that are gone are reusable.
-                for (slot, l) in std::mem::take(&mut self.lanes) {
-                    if self.is_live(ChannelId {
-                        slot,
-                        gen: l.chan_gen,
-                    }) {
-                        self.lanes.insert(slot, l);
-                    } else {
+                for s in 0..self.lanes.len() {
+                    let gone = self.lanes[s].as_ref().is_some_and(|l| {
+                        !self.is_live(ChannelId {
+                            slot: s as u32,
+                            gen: l.chan_gen,
+                        })
+                    });
+                    if gone {
+                        let l = self.lanes[s].take().expect("checked");
                         reaper::free_own_lane(&g, l.lane, self.idx);
                     }
                 }
@@ -358,22 +384,20 @@ impl Endpoint {
         ls.meta.producer_gen.store(self.gen, Ordering::Relaxed);
         ls.meta.channel.store(id.slot + 1, Ordering::Relaxed);
         ls.meta.channel_gen.store(id.gen, Ordering::Relaxed);
+        ls.meta.incarnation.fetch_add(1, Ordering::Relaxed);
         ls.meta.state.store(lane_state::ACTIVE, Ordering::Relaxed);
         c.lanes[bit as usize].store(lane + 1, Ordering::Relaxed);
         // Release: the lane index and the reset positions are visible to a
         // consumer that sees the bit (Acquire load of `lane_mask`).
         c.lane_mask.fetch_or(1 << bit, Ordering::Release);
         drop(g);
-        self.lanes.insert(
-            id.slot,
-            SendLane {
-                chan_gen: id.gen,
-                lane,
-                bit,
-                tail: 0,
-                head: 0,
-            },
-        );
+        self.lanes[slot] = Some(SendLane {
+            chan_gen: id.gen,
+            lane,
+            bit,
+            tail: 0,
+            head: 0,
+        });
         Ok(())
     }
 
@@ -408,7 +432,18 @@ impl Endpoint {
         } else {
             false
         };
-        let popped = pop_lanes(shared, c, &mut self.rr, out);
+        let slot = id.slot as usize;
+        if self.views.len() <= slot {
+            self.views.resize_with(slot + 1, || None);
+        }
+        let view = match &mut self.views[slot] {
+            Some(v) if v.gen == id.gen => v,
+            v => v.insert(Box::new(RecvView {
+                gen: id.gen,
+                lanes: [LaneView::default(); LANES_PER_CHANNEL],
+            })),
+        };
+        let popped = pop_lanes(shared, c, view, &mut self.rr, out);
         if claimed {
             // Release: our head stores happen-before the next claimant's reads.
             c.wake.claim.store(0, Ordering::Release);
@@ -432,49 +467,62 @@ impl Endpoint {
 fn pop_lanes(
     shared: &Shared,
     c: &ChannelSlot,
+    view: &mut RecvView,
     rr: &mut u32,
     out: &mut Vec<u8>,
 ) -> Result<Option<usize>> {
-    {
-        // Acquire: pairs with the Release `fetch_or` in `ensure_lane`.
-        let mask = c.lane_mask.load(Ordering::Acquire);
-        if mask == 0 {
-            return Ok(None);
-        }
-        let now = sys::monotonic_coarse_ms();
-        let rotated = mask.rotate_right(*rr);
-        for k in lanes_in(rotated) {
-            let bit = (k + *rr) % 64;
-            let Some(lane) = lane_at(shared, c, bit) else {
-                continue;
-            };
-            let mut cons = Consumer::new(shared.lane(lane));
-            loop {
-                match cons.pop(out) {
-                    Ok(Some(meta)) if meta.expires_ms != 0 && meta.expires_ms <= now => continue,
-                    Ok(Some(meta)) => {
-                        *rr = (bit + 1) % 64;
-                        return Ok(Some(meta.tag_len));
-                    }
-                    Ok(None) => {
-                        let st = shared.lane_slot(lane).meta.state.load(Ordering::Acquire);
-                        if st == lane_state::ORPHANED {
-                            reaper::free_drained_orphan(shared, c, bit, lane);
-                        }
-                        break;
-                    }
-                    Err(bad) => {
-                        return Err(Error::CorruptRecord(format!(
-                            "lane {lane}, producer endpoint {}: {}",
-                            shared.lane_slot(lane).meta.producer.load(Ordering::Relaxed) as i64 - 1,
-                            bad.reason
-                        )))
-                    }
+    // Acquire: pairs with the Release `fetch_or` in `ensure_lane`.
+    let mask = c.lane_mask.load(Ordering::Acquire);
+    if mask == 0 {
+        return Ok(None);
+    }
+    let now = sys::monotonic_coarse_ms();
+    let rotated = mask.rotate_right(*rr);
+    for k in lanes_in(rotated) {
+        let bit = (k + *rr) % 64;
+        let Some(lane) = lane_at(shared, c, bit) else {
+            continue;
+        };
+        let ls = shared.lane_slot(lane);
+        let v = &mut view.lanes[bit as usize];
+        let inc = ls.meta.incarnation.load(Ordering::Relaxed);
+        // Relaxed: `head` is ours (or handed over through the claim's
+        // Acquire); if it moved, another receiver popped and our cached
+        // `tail` may still be valid but our `head` is not.
+        let head = ls.ctrl.head.load(Ordering::Relaxed);
+        let mut cons = if v.lane == lane as u32 + 1 && v.incarnation == inc && v.head == head {
+            Consumer::resume(shared.lane(lane), v.head, v.tail)
+        } else {
+            Consumer::new(shared.lane(lane))
+        };
+        let result = loop {
+            match cons.pop(out) {
+                Ok(Some(meta)) if meta.expires_ms != 0 && meta.expires_ms <= now => continue,
+                other => break other,
+            }
+        };
+        (v.head, v.tail) = cons.positions();
+        (v.lane, v.incarnation) = (lane as u32 + 1, inc);
+        match result {
+            Ok(Some(meta)) => {
+                *rr = (bit + 1) % 64;
+                return Ok(Some(meta.tag_len));
+            }
+            Ok(None) => {
+                if ls.meta.state.load(Ordering::Acquire) == lane_state::ORPHANED {
+                    reaper::free_drained_orphan(shared, c, bit, lane);
                 }
             }
+            Err(bad) => {
+                return Err(Error::CorruptRecord(format!(
+                    "lane {lane}, producer endpoint {}: {}",
+                    ls.meta.producer.load(Ordering::Relaxed) as i64 - 1,
+                    bad.reason
+                )))
+            }
         }
-        Ok(None)
     }
+    Ok(None)
 }
 
 impl Endpoint {
@@ -726,9 +774,10 @@ impl Endpoint {
                 reaper::free_channel(&g, i as u32);
             }
         }
-        for (_, l) in self.lanes.drain() {
+        for l in self.lanes.drain(..).flatten() {
             reaper::free_own_lane(&g, l.lane, self.idx);
         }
+        self.views.clear();
         for i in 0..shared.geo.members as usize {
             shared.member(i).state.store(0, Ordering::Relaxed);
         }

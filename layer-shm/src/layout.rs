@@ -152,6 +152,9 @@ pub struct LaneMeta {
     pub channel: AtomicU32,
     /// The channel's generation when the lane joined it.
     pub channel_gen: AtomicU32,
+    /// Bumped each time the lane is allocated, so a receiver's cached view
+    /// of it (positions) is known stale once the lane is reused.
+    pub incarnation: AtomicU32,
 }
 
 /// A lane's control block and ownership record.

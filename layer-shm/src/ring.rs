@@ -317,6 +317,23 @@ impl<'a> Consumer<'a> {
         }
     }
 
+    /// Resumes consuming with positions saved by [`Consumer::positions`], so a
+    /// long-lived receiver reads the producer's `tail` once per batch rather
+    /// than once per record.
+    ///
+    /// `head` must be the lane's current head, and `tail` a value of the lane's
+    /// tail this thread loaded (with `Acquire`) after the records up to it were
+    /// published, or equal to `head`.
+    pub fn resume(lane: Lane<'a>, head: u64, tail: u64) -> Self {
+        debug_assert_eq!(head, lane.ctrl.head.load(Ordering::Relaxed));
+        Consumer { lane, head, tail }
+    }
+
+    /// The positions to hand to [`Consumer::resume`] later.
+    pub fn positions(&self) -> (u64, u64) {
+        (self.head, self.tail)
+    }
+
     /// Removes the oldest record, copying its tag and payload into `out` (tag
     /// first). `Ok(None)` when the lane is empty.
     pub fn pop(&mut self, out: &mut Vec<u8>) -> Result<Option<RecordMeta>, Corrupt> {
