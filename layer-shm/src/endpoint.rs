@@ -235,6 +235,44 @@ impl Endpoint {
         Ok(format!("{ring}{:x}", self.counter))
     }
 
+    /// Creates the process-specific channel `ring` (a name ending in `!`, such
+    /// as a worker's well-known inbox `worker.3!`), owned and received by this
+    /// endpoint. If an endpoint that has died still owns it, it is reclaimed
+    /// first; if a live one does, this fails with [`Error::ChannelOwned`].
+    pub fn own_channel(&mut self, ring: &str) -> Result<ChannelId> {
+        let name = parse_channel(ring)?;
+        if !name.is_process_specific() || !name.tag.is_empty() {
+            return Err(Error::InvalidName(format!(
+                "{ring:?} must end with '!' to name a process-specific channel"
+            )));
+        }
+        let me = (self.idx + 1, self.gen);
+        let id = {
+            let g = self.shared().lock()?;
+            let mut found = find_channel(&g, ring.as_bytes());
+            if found.is_some() {
+                reaper::sweep(&g, &mut reaper::ReapReport::default());
+                found = find_channel(&g, ring.as_bytes());
+            }
+            match found {
+                Some(id) => {
+                    let c = g.seg.channel(id.slot as usize);
+                    let owner = (
+                        c.owner.load(Ordering::Relaxed),
+                        c.owner_gen.load(Ordering::Relaxed),
+                    );
+                    if owner != me {
+                        return Err(Error::ChannelOwned(ring.to_owned()));
+                    }
+                    id
+                }
+                None => create_channel(&g, ring.as_bytes(), Some((self.idx, self.gen)))?,
+            }
+        };
+        self.names.insert(ring.to_owned(), id);
+        Ok(id)
+    }
+
     // ----- sending --------------------------------------------------------
 
     /// Sends `message` to `channel`. Never blocks: a channel at capacity

@@ -55,6 +55,8 @@ pub enum Error {
     /// A process-specific channel whose owner is gone (or never existed);
     /// messages to it can never be received.
     NoReceiver(String),
+    /// A process-specific channel of that name is owned by another live endpoint.
+    ChannelOwned(String),
     /// A record from another endpoint failed validation. It was dropped, with
     /// whatever followed it in that producer's lane; receiving again carries on.
     CorruptRecord(String),
@@ -112,6 +114,9 @@ impl fmt::Display for Error {
             }
             Error::TableFull(which) => write!(f, "the segment's {which} table is full"),
             Error::NoReceiver(name) => write!(f, "channel {name} has no receiver any more"),
+            Error::ChannelOwned(name) => {
+                write!(f, "channel {name} is owned by another live endpoint")
+            }
             Error::CorruptRecord(why) => write!(f, "rejected a corrupt record: {why}"),
             Error::LockTimeout => write!(f, "timed out waiting for the segment lock"),
         }

@@ -351,3 +351,38 @@ fn the_segment_file_is_private_and_removed_with_its_creator() {
     drop(seg);
     assert!(!path.exists(), "the creator removes it");
 }
+
+#[test]
+fn a_well_known_inbox_has_one_owner_at_a_time() {
+    let seg = Segment::create(&config()).unwrap();
+    let (mut w1, mut w2, mut tx) = (
+        seg.endpoint().unwrap(),
+        seg.endpoint().unwrap(),
+        seg.endpoint().unwrap(),
+    );
+    w1.own_channel("worker.0!").unwrap();
+    assert!(matches!(
+        w2.own_channel("worker.0!"),
+        Err(Error::ChannelOwned(_))
+    ));
+    assert!(matches!(
+        w2.own_channel("worker.0"),
+        Err(Error::InvalidName(_))
+    ));
+    tx.send("worker.0!req", b"r1").unwrap();
+    assert_eq!(
+        w1.try_receive("worker.0!req").unwrap().as_deref(),
+        Some(&b"r1"[..])
+    );
+    drop(w1);
+    // Its owner gone, the inbox (and what was queued in it) went with it.
+    assert!(matches!(
+        tx.send("worker.0!req", b"lost"),
+        Err(SendError::Other(Error::NoReceiver(_)))
+    ));
+    let id = w2.own_channel("worker.0!").unwrap();
+    tx.send("worker.0!req", b"r2").unwrap();
+    let mut out = Vec::new();
+    assert_eq!(w2.try_receive_id(id, &mut out).unwrap(), Some(3));
+    assert_eq!(out, b"reqr2");
+}
