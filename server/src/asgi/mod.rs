@@ -1,0 +1,4 @@
+//! ASGI over the channel layer: the message encoding and the HTTP scope.
+
+pub mod scope;
+pub mod wire;

@@ -1,0 +1,827 @@
+//! The binary encoding of ASGI messages on the channel layer.
+//!
+//! Compact, little-endian, length-prefixed, and decodable without a schema
+//! library, so the worker's native module can turn a message into a Python
+//! dict field by field (no JSON, no pickle). Every message starts with a kind
+//! byte. Messages to a worker carry the *route* of the connection they belong
+//! to; messages to a reactor travel on its inbox (`reactor.<k>!`) with the
+//! connection id as the record tag, and carry the request number they answer.
+//!
+//! ```text
+//! route      = reactor:u16 conn:u64 req:u32
+//! str8       = len:u8 bytes          str16 = len:u16 bytes     bytes32 = len:u32 bytes
+//! headers    = count:u16 (name:str16 value:str16)*
+//! addr       = 0 | 1 host:str8 port:u16
+//!
+//! to a worker
+//!   1 http.request     route version:u8 scheme:u8 method:str8 path:str16 raw_path:str16
+//!                      query:str16 root_path:str16 headers client:addr server:addr
+//!                      more_body:u8 body:rest
+//!   2 http.request     route more_body:u8 body:rest          (a further body chunk)
+//!   3 http.disconnect  route
+//! to a reactor
+//!  16 http.response.start    req:u32 status:u16 trailers:u8 headers has_body:u8
+//!                            [more_body:u8 body:rest]   (the first body chunk may ride along)
+//!  17 http.response.body     req:u32 more_body:u8 body:rest
+//!  18 http.response.trailers req:u32 more_trailers:u8 headers
+//!  19 http.response.pathsend req:u32 path:rest
+//!  20 body taken             req:u32   (the app consumed the last request chunk: send more)
+//!  21 app error              req:u32 message:rest (the app failed; 500 if nothing was sent)
+//!  32 worker died            worker:u32   (from the supervisor)
+//!  33 shutdown                               (from the supervisor: stop gracefully)
+//! ```
+//!
+//! `version` is 0 for HTTP/1.0 and 1 for HTTP/1.1; `scheme` 0 for http, 1 for
+//! https. Decoders check every length against the bytes present: a message
+//! from a worker is untrusted.
+
+use std::fmt;
+
+/// Message kinds.
+pub mod kind {
+    /// First message of a request: scope and first body chunk.
+    pub const HTTP_REQUEST: u8 = 1;
+    /// A further request body chunk.
+    pub const HTTP_BODY: u8 = 2;
+    /// The client went away.
+    pub const HTTP_DISCONNECT: u8 = 3;
+    /// `http.response.start`, possibly with the first body chunk.
+    pub const RESPONSE_START: u8 = 16;
+    /// `http.response.body`.
+    pub const RESPONSE_BODY: u8 = 17;
+    /// `http.response.trailers`.
+    pub const RESPONSE_TRAILERS: u8 = 18;
+    /// `http.response.pathsend`.
+    pub const RESPONSE_PATHSEND: u8 = 19;
+    /// The app consumed the last request body chunk.
+    pub const BODY_TAKEN: u8 = 20;
+    /// The app failed.
+    pub const APP_ERROR: u8 = 21;
+    /// A worker process exited (from the supervisor).
+    pub const WORKER_DIED: u8 = 32;
+    /// Stop accepting and finish in-flight requests (from the supervisor).
+    pub const SHUTDOWN: u8 = 33;
+}
+
+/// Where a request's replies go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// The reactor thread that holds the connection.
+    pub reactor: u16,
+    /// The connection, unique within its reactor.
+    pub conn: u64,
+    /// The request on that connection (keep-alive connections carry several).
+    pub req: u32,
+}
+
+/// The HTTP connection scope of ASGI (www spec 2.5), as sent to a worker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scope {
+    /// `"1.0"` or `"1.1"`, as 0 or 1.
+    pub http11: bool,
+    /// `https` (from a trusted `X-Forwarded-Proto`) or `http`.
+    pub https: bool,
+    /// Method, upper case as sent.
+    pub method: String,
+    /// Percent-decoded path (UTF-8; invalid sequences replaced).
+    pub path: String,
+    /// The path as sent.
+    pub raw_path: Vec<u8>,
+    /// The query string as sent, without `?`.
+    pub query_string: Vec<u8>,
+    /// `root_path` (the `--root-path` option).
+    pub root_path: String,
+    /// Lower-cased header names and their values, in order, duplicates kept.
+    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The client's address (after trusted `X-Forwarded-For`).
+    pub client: Option<(String, u16)>,
+    /// The server's address.
+    pub server: Option<(String, u16)>,
+}
+
+/// Header fields: (name, value) pairs in order.
+pub type Headers = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// A malformed message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireError(pub String);
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "malformed layer message: {}", self.0)
+    }
+}
+
+impl std::error::Error for WireError {}
+
+// ----- writing ---------------------------------------------------------------
+
+fn put_route(out: &mut Vec<u8>, r: Route) {
+    out.extend_from_slice(&r.reactor.to_le_bytes());
+    out.extend_from_slice(&r.conn.to_le_bytes());
+    out.extend_from_slice(&r.req.to_le_bytes());
+}
+
+fn put_str8(out: &mut Vec<u8>, s: &[u8]) {
+    let n = s.len().min(u8::MAX as usize);
+    out.push(n as u8);
+    out.extend_from_slice(&s[..n]);
+}
+
+fn put_str16(out: &mut Vec<u8>, s: &[u8]) {
+    let n = s.len().min(u16::MAX as usize);
+    out.extend_from_slice(&(n as u16).to_le_bytes());
+    out.extend_from_slice(&s[..n]);
+}
+
+fn put_headers(out: &mut Vec<u8>, headers: &[(Vec<u8>, Vec<u8>)]) {
+    let n = headers.len().min(u16::MAX as usize);
+    out.extend_from_slice(&(n as u16).to_le_bytes());
+    for (k, v) in &headers[..n] {
+        put_str16(out, k);
+        put_str16(out, v);
+    }
+}
+
+fn put_addr(out: &mut Vec<u8>, a: &Option<(String, u16)>) {
+    match a {
+        None => out.push(0),
+        Some((host, port)) => {
+            out.push(1);
+            put_str8(out, host.as_bytes());
+            out.extend_from_slice(&port.to_le_bytes());
+        }
+    }
+}
+
+/// Encodes the first message of a request (`http.request` with its scope).
+pub fn encode_request(
+    out: &mut Vec<u8>,
+    route: Route,
+    scope: &Scope,
+    body: &[u8],
+    more_body: bool,
+) {
+    out.clear();
+    out.push(kind::HTTP_REQUEST);
+    put_route(out, route);
+    out.push(u8::from(scope.http11));
+    out.push(u8::from(scope.https));
+    put_str8(out, scope.method.as_bytes());
+    put_str16(out, scope.path.as_bytes());
+    put_str16(out, &scope.raw_path);
+    put_str16(out, &scope.query_string);
+    put_str16(out, scope.root_path.as_bytes());
+    put_headers(out, &scope.headers);
+    put_addr(out, &scope.client);
+    put_addr(out, &scope.server);
+    out.push(u8::from(more_body));
+    out.extend_from_slice(body);
+}
+
+/// Encodes a further request body chunk.
+pub fn encode_body(out: &mut Vec<u8>, route: Route, body: &[u8], more_body: bool) {
+    out.clear();
+    out.push(kind::HTTP_BODY);
+    put_route(out, route);
+    out.push(u8::from(more_body));
+    out.extend_from_slice(body);
+}
+
+/// Encodes `http.disconnect`.
+pub fn encode_disconnect(out: &mut Vec<u8>, route: Route) {
+    out.clear();
+    out.push(kind::HTTP_DISCONNECT);
+    put_route(out, route);
+}
+
+/// Encodes `http.response.start`, with the first body chunk if given.
+pub fn encode_start(
+    out: &mut Vec<u8>,
+    req: u32,
+    status: u16,
+    headers: &[(Vec<u8>, Vec<u8>)],
+    trailers: bool,
+    body: Option<(&[u8], bool)>,
+) {
+    out.clear();
+    out.push(kind::RESPONSE_START);
+    out.extend_from_slice(&req.to_le_bytes());
+    out.extend_from_slice(&status.to_le_bytes());
+    out.push(u8::from(trailers));
+    put_headers(out, headers);
+    match body {
+        None => out.push(0),
+        Some((b, more)) => {
+            out.push(1);
+            out.push(u8::from(more));
+            out.extend_from_slice(b);
+        }
+    }
+}
+
+/// Encodes `http.response.body`.
+pub fn encode_response_body(out: &mut Vec<u8>, req: u32, body: &[u8], more_body: bool) {
+    out.clear();
+    out.push(kind::RESPONSE_BODY);
+    out.extend_from_slice(&req.to_le_bytes());
+    out.push(u8::from(more_body));
+    out.extend_from_slice(body);
+}
+
+/// Encodes `http.response.trailers`.
+pub fn encode_trailers(out: &mut Vec<u8>, req: u32, headers: &[(Vec<u8>, Vec<u8>)], more: bool) {
+    out.clear();
+    out.push(kind::RESPONSE_TRAILERS);
+    out.extend_from_slice(&req.to_le_bytes());
+    out.push(u8::from(more));
+    put_headers(out, headers);
+}
+
+/// Encodes `http.response.pathsend`.
+pub fn encode_pathsend(out: &mut Vec<u8>, req: u32, path: &[u8]) {
+    out.clear();
+    out.push(kind::RESPONSE_PATHSEND);
+    out.extend_from_slice(&req.to_le_bytes());
+    out.extend_from_slice(path);
+}
+
+/// Encodes "the app took the last body chunk".
+pub fn encode_body_taken(out: &mut Vec<u8>, req: u32) {
+    out.clear();
+    out.push(kind::BODY_TAKEN);
+    out.extend_from_slice(&req.to_le_bytes());
+}
+
+/// Encodes "the app failed".
+pub fn encode_app_error(out: &mut Vec<u8>, req: u32, message: &str) {
+    out.clear();
+    out.push(kind::APP_ERROR);
+    out.extend_from_slice(&req.to_le_bytes());
+    out.extend_from_slice(message.as_bytes());
+}
+
+/// Encodes "shut down gracefully".
+pub fn encode_shutdown(out: &mut Vec<u8>) {
+    out.clear();
+    out.push(kind::SHUTDOWN);
+}
+
+/// Encodes "worker `w` died".
+pub fn encode_worker_died(out: &mut Vec<u8>, worker: u32) {
+    out.clear();
+    out.push(kind::WORKER_DIED);
+    out.extend_from_slice(&worker.to_le_bytes());
+}
+
+// ----- reading ---------------------------------------------------------------
+
+/// A bounds-checked cursor over a message.
+struct Reader<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], WireError> {
+        let end = self.at.checked_add(n).filter(|&e| e <= self.buf.len());
+        match end {
+            Some(end) => {
+                let s = &self.buf[self.at..end];
+                self.at = end;
+                Ok(s)
+            }
+            None => Err(WireError(format!(
+                "{what}: needs {n} bytes at offset {}, message has {}",
+                self.at,
+                self.buf.len()
+            ))),
+        }
+    }
+    fn u8(&mut self, what: &str) -> Result<u8, WireError> {
+        Ok(self.take(1, what)?[0])
+    }
+    fn flag(&mut self, what: &str) -> Result<bool, WireError> {
+        match self.u8(what)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            v => Err(WireError(format!("{what}: flag value {v}"))),
+        }
+    }
+    fn u16(&mut self, what: &str) -> Result<u16, WireError> {
+        Ok(u16::from_le_bytes(
+            self.take(2, what)?.try_into().expect("2 bytes"),
+        ))
+    }
+    fn u32(&mut self, what: &str) -> Result<u32, WireError> {
+        Ok(u32::from_le_bytes(
+            self.take(4, what)?.try_into().expect("4 bytes"),
+        ))
+    }
+    fn u64(&mut self, what: &str) -> Result<u64, WireError> {
+        Ok(u64::from_le_bytes(
+            self.take(8, what)?.try_into().expect("8 bytes"),
+        ))
+    }
+    fn str8(&mut self, what: &str) -> Result<&'a [u8], WireError> {
+        let n = self.u8(what)? as usize;
+        self.take(n, what)
+    }
+    fn str16(&mut self, what: &str) -> Result<&'a [u8], WireError> {
+        let n = self.u16(what)? as usize;
+        self.take(n, what)
+    }
+    fn utf8(&mut self, s: &'a [u8], what: &str) -> Result<&'a str, WireError> {
+        std::str::from_utf8(s).map_err(|_| WireError(format!("{what}: not UTF-8")))
+    }
+    fn route(&mut self) -> Result<Route, WireError> {
+        Ok(Route {
+            reactor: self.u16("route")?,
+            conn: self.u64("route")?,
+            req: self.u32("route")?,
+        })
+    }
+    fn headers(&mut self) -> Result<Headers, WireError> {
+        let n = self.u16("header count")? as usize;
+        // Each header takes at least 4 bytes: refuse counts the message cannot hold.
+        if n * 4 > self.buf.len() - self.at {
+            return Err(WireError(format!(
+                "{n} headers in {} bytes",
+                self.buf.len() - self.at
+            )));
+        }
+        (0..n)
+            .map(|_| {
+                Ok((
+                    self.str16("header name")?.to_vec(),
+                    self.str16("header value")?.to_vec(),
+                ))
+            })
+            .collect()
+    }
+    fn addr(&mut self) -> Result<Option<(String, u16)>, WireError> {
+        if !self.flag("address")? {
+            return Ok(None);
+        }
+        let host = self.str8("address host")?;
+        let host = self.utf8(host, "address host")?.to_owned();
+        Ok(Some((host, self.u16("address port")?)))
+    }
+    fn rest(&mut self) -> &'a [u8] {
+        let s = &self.buf[self.at..];
+        self.at = self.buf.len();
+        s
+    }
+    fn end(&self, what: &str) -> Result<(), WireError> {
+        if self.at == self.buf.len() {
+            Ok(())
+        } else {
+            Err(WireError(format!(
+                "{what}: {} trailing bytes",
+                self.buf.len() - self.at
+            )))
+        }
+    }
+}
+
+/// A message for a worker, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToWorker<'a> {
+    /// The start of a request.
+    Request {
+        /// Reply route.
+        route: Route,
+        /// The scope.
+        scope: Box<Scope>,
+        /// First body chunk.
+        body: &'a [u8],
+        /// More body follows.
+        more_body: bool,
+    },
+    /// A further body chunk.
+    Body {
+        /// Reply route.
+        route: Route,
+        /// The chunk.
+        body: &'a [u8],
+        /// More body follows.
+        more_body: bool,
+    },
+    /// The client disconnected.
+    Disconnect {
+        /// Reply route.
+        route: Route,
+    },
+}
+
+/// Decodes a message for a worker.
+pub fn decode_to_worker(msg: &[u8]) -> Result<ToWorker<'_>, WireError> {
+    let mut r = Reader { buf: msg, at: 0 };
+    match r.u8("kind")? {
+        kind::HTTP_REQUEST => {
+            let route = r.route()?;
+            let http11 = r.flag("http_version")?;
+            let https = r.flag("scheme")?;
+            let method = r.str8("method")?;
+            let method = r.utf8(method, "method")?.to_owned();
+            let path = r.str16("path")?;
+            let path = r.utf8(path, "path")?.to_owned();
+            let raw_path = r.str16("raw_path")?.to_vec();
+            let query_string = r.str16("query_string")?.to_vec();
+            let root_path = r.str16("root_path")?;
+            let root_path = r.utf8(root_path, "root_path")?.to_owned();
+            let headers = r.headers()?;
+            let client = r.addr()?;
+            let server = r.addr()?;
+            let more_body = r.flag("more_body")?;
+            let scope = Scope {
+                http11,
+                https,
+                method,
+                path,
+                raw_path,
+                query_string,
+                root_path,
+                headers,
+                client,
+                server,
+            };
+            Ok(ToWorker::Request {
+                route,
+                scope: Box::new(scope),
+                body: r.rest(),
+                more_body,
+            })
+        }
+        kind::HTTP_BODY => {
+            let route = r.route()?;
+            let more_body = r.flag("more_body")?;
+            Ok(ToWorker::Body {
+                route,
+                body: r.rest(),
+                more_body,
+            })
+        }
+        kind::HTTP_DISCONNECT => {
+            let route = r.route()?;
+            r.end("http.disconnect")?;
+            Ok(ToWorker::Disconnect { route })
+        }
+        k => Err(WireError(format!("unknown kind {k} for a worker"))),
+    }
+}
+
+/// A message for a reactor, decoded (borrowing the message).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToServer<'a> {
+    /// `http.response.start`.
+    Start {
+        /// Request answered.
+        req: u32,
+        /// Status code.
+        status: u16,
+        /// Headers.
+        headers: Vec<(Vec<u8>, Vec<u8>)>,
+        /// Trailers will follow.
+        trailers: bool,
+        /// First body chunk and `more_body`, if it rode along.
+        body: Option<(&'a [u8], bool)>,
+    },
+    /// `http.response.body`.
+    Body {
+        /// Request answered.
+        req: u32,
+        /// The chunk.
+        body: &'a [u8],
+        /// More body follows.
+        more_body: bool,
+    },
+    /// `http.response.trailers`.
+    Trailers {
+        /// Request answered.
+        req: u32,
+        /// Trailer fields.
+        headers: Vec<(Vec<u8>, Vec<u8>)>,
+        /// More trailers follow.
+        more: bool,
+    },
+    /// `http.response.pathsend`.
+    PathSend {
+        /// Request answered.
+        req: u32,
+        /// File to send.
+        path: &'a [u8],
+    },
+    /// The app took the last body chunk.
+    BodyTaken {
+        /// Request.
+        req: u32,
+    },
+    /// The app failed.
+    AppError {
+        /// Request.
+        req: u32,
+        /// What happened.
+        message: &'a [u8],
+    },
+    /// A worker died.
+    WorkerDied {
+        /// Which.
+        worker: u32,
+    },
+    /// Shut down gracefully.
+    Shutdown,
+}
+
+impl ToServer<'_> {
+    /// The request a reply answers (`None` for control messages).
+    pub fn req(&self) -> Option<u32> {
+        match self {
+            ToServer::Start { req, .. }
+            | ToServer::Body { req, .. }
+            | ToServer::Trailers { req, .. }
+            | ToServer::PathSend { req, .. }
+            | ToServer::BodyTaken { req }
+            | ToServer::AppError { req, .. } => Some(*req),
+            ToServer::WorkerDied { .. } | ToServer::Shutdown => None,
+        }
+    }
+}
+
+/// Decodes a message for a reactor.
+pub fn decode_to_server(msg: &[u8]) -> Result<ToServer<'_>, WireError> {
+    let mut r = Reader { buf: msg, at: 0 };
+    match r.u8("kind")? {
+        kind::RESPONSE_START => {
+            let req = r.u32("req")?;
+            let status = r.u16("status")?;
+            let trailers = r.flag("trailers")?;
+            let headers = r.headers()?;
+            let body = if r.flag("has_body")? {
+                let more = r.flag("more_body")?;
+                Some((r.rest(), more))
+            } else {
+                r.end("http.response.start")?;
+                None
+            };
+            Ok(ToServer::Start {
+                req,
+                status,
+                headers,
+                trailers,
+                body,
+            })
+        }
+        kind::RESPONSE_BODY => {
+            let req = r.u32("req")?;
+            let more_body = r.flag("more_body")?;
+            Ok(ToServer::Body {
+                req,
+                body: r.rest(),
+                more_body,
+            })
+        }
+        kind::RESPONSE_TRAILERS => {
+            let req = r.u32("req")?;
+            let more = r.flag("more_trailers")?;
+            let headers = r.headers()?;
+            r.end("http.response.trailers")?;
+            Ok(ToServer::Trailers { req, headers, more })
+        }
+        kind::RESPONSE_PATHSEND => {
+            let req = r.u32("req")?;
+            Ok(ToServer::PathSend {
+                req,
+                path: r.rest(),
+            })
+        }
+        kind::BODY_TAKEN => {
+            let req = r.u32("req")?;
+            r.end("body taken")?;
+            Ok(ToServer::BodyTaken { req })
+        }
+        kind::APP_ERROR => {
+            let req = r.u32("req")?;
+            Ok(ToServer::AppError {
+                req,
+                message: r.rest(),
+            })
+        }
+        kind::WORKER_DIED => {
+            let worker = r.u32("worker")?;
+            r.end("worker died")?;
+            Ok(ToServer::WorkerDied { worker })
+        }
+        kind::SHUTDOWN => {
+            r.end("shutdown")?;
+            Ok(ToServer::Shutdown)
+        }
+        k => Err(WireError(format!("unknown kind {k} for a reactor"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope() -> Scope {
+        Scope {
+            http11: true,
+            https: false,
+            method: "POST".into(),
+            path: "/caf\u{e9} x".into(),
+            raw_path: b"/caf%C3%A9%20x".to_vec(),
+            query_string: b"a=1&b=%20".to_vec(),
+            root_path: "/app".into(),
+            headers: vec![
+                (b"host".to_vec(), b"example".to_vec()),
+                (b"x-a".to_vec(), b"1".to_vec()),
+                (b"x-a".to_vec(), b"2".to_vec()),
+            ],
+            client: Some(("127.0.0.1".into(), 5555)),
+            server: None,
+        }
+    }
+
+    #[test]
+    fn a_request_round_trips_with_scope_and_body() {
+        let mut out = Vec::new();
+        let route = Route {
+            reactor: 3,
+            conn: 1 << 40,
+            req: 7,
+        };
+        encode_request(&mut out, route, &scope(), b"hello", true);
+        match decode_to_worker(&out).unwrap() {
+            ToWorker::Request {
+                route: r,
+                scope: s,
+                body,
+                more_body,
+            } => {
+                assert_eq!(
+                    (r, *s, body, more_body),
+                    (route, scope(), &b"hello"[..], true)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn body_and_disconnect_round_trip() {
+        let mut out = Vec::new();
+        let route = Route {
+            reactor: 0,
+            conn: 9,
+            req: 1,
+        };
+        encode_body(&mut out, route, b"chunk", false);
+        assert_eq!(
+            decode_to_worker(&out).unwrap(),
+            ToWorker::Body {
+                route,
+                body: b"chunk",
+                more_body: false
+            }
+        );
+        encode_disconnect(&mut out, route);
+        assert_eq!(
+            decode_to_worker(&out).unwrap(),
+            ToWorker::Disconnect { route }
+        );
+    }
+
+    #[test]
+    fn responses_round_trip() {
+        let mut out = Vec::new();
+        let h = vec![(b"content-type".to_vec(), b"text/plain".to_vec())];
+        encode_start(&mut out, 4, 200, &h, false, Some((b"Hello", false)));
+        assert_eq!(
+            decode_to_server(&out).unwrap(),
+            ToServer::Start {
+                req: 4,
+                status: 200,
+                headers: h.clone(),
+                trailers: false,
+                body: Some((b"Hello", false))
+            }
+        );
+        encode_start(&mut out, 4, 204, &[], true, None);
+        assert!(matches!(
+            decode_to_server(&out).unwrap(),
+            ToServer::Start {
+                status: 204,
+                trailers: true,
+                body: None,
+                ..
+            }
+        ));
+        encode_response_body(&mut out, 4, b"more", true);
+        assert_eq!(
+            decode_to_server(&out).unwrap(),
+            ToServer::Body {
+                req: 4,
+                body: b"more",
+                more_body: true
+            }
+        );
+        encode_trailers(&mut out, 4, &h, false);
+        assert_eq!(
+            decode_to_server(&out).unwrap(),
+            ToServer::Trailers {
+                req: 4,
+                headers: h,
+                more: false
+            }
+        );
+        encode_pathsend(&mut out, 4, b"/tmp/x");
+        assert_eq!(
+            decode_to_server(&out).unwrap(),
+            ToServer::PathSend {
+                req: 4,
+                path: b"/tmp/x"
+            }
+        );
+        encode_body_taken(&mut out, 4);
+        assert_eq!(
+            decode_to_server(&out).unwrap(),
+            ToServer::BodyTaken { req: 4 }
+        );
+        encode_app_error(&mut out, 4, "boom");
+        assert_eq!(
+            decode_to_server(&out).unwrap(),
+            ToServer::AppError {
+                req: 4,
+                message: b"boom"
+            }
+        );
+        encode_worker_died(&mut out, 2);
+        assert_eq!(
+            decode_to_server(&out).unwrap(),
+            ToServer::WorkerDied { worker: 2 }
+        );
+        encode_shutdown(&mut out);
+        assert_eq!(decode_to_server(&out).unwrap(), ToServer::Shutdown);
+    }
+
+    #[test]
+    fn every_truncation_of_a_message_is_an_error_not_a_panic() {
+        let mut out = Vec::new();
+        encode_request(
+            &mut out,
+            Route {
+                reactor: 1,
+                conn: 2,
+                req: 3,
+            },
+            &scope(),
+            b"",
+            false,
+        );
+        // Shorter prefixes: either an error, or (for the body) fewer bytes.
+        let full_len = out.len();
+        for n in 0..full_len {
+            assert!(
+                decode_to_worker(&out[..n]).is_err(),
+                "prefix of {n} bytes decoded"
+            );
+        }
+        let h = vec![(b"a".to_vec(), b"b".to_vec())];
+        encode_start(&mut out, 1, 200, &h, false, None);
+        for n in 0..out.len() {
+            assert!(
+                decode_to_server(&out[..n]).is_err(),
+                "prefix of {n} bytes decoded"
+            );
+        }
+    }
+
+    #[test]
+    fn hostile_counts_and_flags_are_rejected() {
+        // A start message claiming 65535 headers in 3 bytes.
+        let mut msg = vec![
+            kind::RESPONSE_START,
+            1,
+            0,
+            0,
+            0,
+            200,
+            0,
+            0,
+            0xff,
+            0xff,
+            0,
+            0,
+            0,
+        ];
+        assert!(decode_to_server(&msg).unwrap_err().0.contains("headers"));
+        msg = vec![kind::RESPONSE_BODY, 1, 0, 0, 0, 7];
+        assert!(decode_to_server(&msg).unwrap_err().0.contains("flag"));
+        assert!(decode_to_server(&[99])
+            .unwrap_err()
+            .0
+            .contains("unknown kind"));
+        assert!(decode_to_server(&[]).is_err());
+    }
+}

@@ -1,0 +1,157 @@
+//! Sans-IO HTTP/1.1 (RFC 9112): bytes in, events out; no sockets, no runtime.
+//!
+//! The connection code drives one request at a time through these pieces:
+//!
+//! 1. [`parse_head`] on the bytes read so far: `Ok(None)` means read more;
+//!    `Ok(Some((head, n)))` gives the [`RequestHead`] and how many bytes it
+//!    took.
+//! 2. If `head.expect_continue`, write [`CONTINUE`] before reading the body.
+//! 3. A [`BodyDecoder`] for `head.body` turns the bytes after the head into
+//!    body bytes and stops exactly at the end of the body, so the bytes after
+//!    it are the next pipelined request's head.
+//! 4. [`encode_head`] writes the application's response head and says how the
+//!    body is framed and whether the connection stays open; a
+//!    [`BodyEncoder`] frames the body.
+//!
+//! Any [`ProtoError`] ends the connection: [`status_for`] says which status
+//! to send first (with [`error_response`]) if no response has started.
+//! Percent-decoding of the path is left to the caller.
+
+pub mod decode;
+pub mod encode;
+pub mod error;
+mod grammar;
+pub mod parse;
+
+pub use decode::BodyDecoder;
+pub use encode::{encode_head, error_response, http_date, BodyEncoder, ResponseFraming, CONTINUE};
+pub use error::{status_for, ProtoError};
+pub use parse::{parse_head, BodyFraming, Limits, RequestHead, Version};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads every request in `stream` as the connection code would: head,
+    /// then body, then the next head. Returns (method, path, body) triples.
+    fn read_all(stream: &[u8]) -> Vec<(String, Vec<u8>, Vec<u8>)> {
+        let limits = Limits::default();
+        let mut requests = Vec::new();
+        let mut pos = 0;
+        while pos < stream.len() {
+            let (head, n) = parse_head(&stream[pos..], &limits)
+                .expect("valid head")
+                .expect("complete head");
+            pos += n;
+            let mut decoder = BodyDecoder::with_limits(head.body, &limits);
+            let mut body = Vec::new();
+            pos += decoder
+                .decode(&stream[pos..], &mut body)
+                .expect("valid body");
+            assert!(decoder.is_done(), "body of {} incomplete", head.method);
+            requests.push((head.method, head.path, body));
+        }
+        requests
+    }
+
+    const PIPELINE: &[u8] = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\
+GET /b HTTP/1.1\r\nHost: x\r\n\r\n\
+POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n\
+PUT /d HTTP/1.1\r\nHost: x\r\nContent-Length: 15\r\n\r\nGET /e HTTP/1.1";
+
+    #[test]
+    fn pipelined_requests_parse_one_after_another() {
+        let requests = read_all(PIPELINE);
+        let expected: Vec<(String, Vec<u8>, Vec<u8>)> = vec![
+            ("POST".into(), b"/a".to_vec(), b"hello".to_vec()),
+            ("GET".into(), b"/b".to_vec(), b"".to_vec()),
+            ("POST".into(), b"/c".to_vec(), b"abc".to_vec()),
+            // A body that looks like a request line is still a body.
+            ("PUT".into(), b"/d".to_vec(), b"GET /e HTTP/1.1".to_vec()),
+        ];
+        assert_eq!(requests, expected);
+    }
+
+    #[test]
+    fn pipelined_requests_survive_any_read_boundary() {
+        // Feed the stream in two reads split at every byte, as a socket might.
+        let stream = PIPELINE;
+        let whole = read_all(stream);
+        for split in 0..=stream.len() {
+            let limits = Limits::default();
+            let mut buf = stream[..split].to_vec();
+            let mut rest = &stream[split..];
+            let mut got = Vec::new();
+            let mut consumed = 0;
+            loop {
+                let Some((head, n)) = parse_head(&buf[consumed..], &limits).unwrap() else {
+                    assert!(!rest.is_empty(), "stalled at split {split}");
+                    buf.extend_from_slice(rest);
+                    rest = &[];
+                    continue;
+                };
+                consumed += n;
+                let mut decoder = BodyDecoder::with_limits(head.body, &limits);
+                let mut body = Vec::new();
+                consumed += decoder.decode(&buf[consumed..], &mut body).unwrap();
+                if !decoder.is_done() {
+                    buf.extend_from_slice(rest);
+                    rest = &[];
+                    consumed += decoder.decode(&buf[consumed..], &mut body).unwrap();
+                }
+                assert!(decoder.is_done(), "split {split}");
+                got.push((head.method, head.path, body));
+                if consumed == buf.len() && rest.is_empty() {
+                    break;
+                }
+            }
+            assert_eq!(got, whole, "split {split}");
+        }
+    }
+
+    #[test]
+    fn a_smuggled_request_inside_a_body_is_never_parsed_as_a_request() {
+        // Content-Length and Transfer-Encoding disagree about where the body
+        // ends: refused outright rather than choosing one.
+        let attack = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n\
+0\r\n\r\nGET /admin HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(
+            parse_head(attack, &Limits::default()).unwrap_err(),
+            ProtoError::ContentLengthWithTransferEncoding
+        );
+    }
+
+    #[test]
+    fn a_response_round_trips_through_encoder_and_decoder() {
+        let mut out = Vec::new();
+        let (framing, open) = encode_head(
+            &mut out,
+            Version::Http11,
+            false,
+            true,
+            200,
+            &[],
+            true,
+            b"",
+            b"",
+        )
+        .unwrap();
+        assert!(open);
+        let head_len = out.len();
+        let mut encoder = BodyEncoder::new(framing);
+        encoder.encode(b"hello ", &mut out).unwrap();
+        encoder.encode(b"world", &mut out).unwrap();
+        encoder
+            .finish(&[(b"x-t".to_vec(), b"1".to_vec())], &mut out)
+            .unwrap();
+        // Response chunked framing is request chunked framing.
+        let mut decoder = BodyDecoder::new(BodyFraming::Chunked, u64::MAX);
+        let mut body = Vec::new();
+        let n = decoder.decode(&out[head_len..], &mut body).unwrap();
+        assert_eq!(
+            (n, body.as_slice()),
+            (out.len() - head_len, &b"hello world"[..])
+        );
+        assert!(decoder.is_done());
+    }
+}

@@ -1,0 +1,228 @@
+//! A real `ringway-server` process with its built-in workers, and a small
+//! blocking HTTP/1.1 client for talking to it over real sockets.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A running server; killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub addr: String,
+    pub stderr_path: std::path::PathBuf,
+}
+
+impl Server {
+    /// Starts `ringway-server --bind 127.0.0.1:0 ARGS` and waits for its
+    /// "listening at" line.
+    pub fn start(args: &[&str]) -> Server {
+        let stderr_path = std::env::temp_dir().join(format!(
+            "ringway-test-{}-{}.stderr",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringway-server"));
+        if !args.iter().any(|a| a.starts_with("--bind")) {
+            cmd.args(["--bind", "127.0.0.1:0"]);
+        }
+        let mut child = cmd
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .expect("starting ringway-server");
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert!(
+            line.contains("listening at"),
+            "server did not start: {line:?}\n{}",
+            std::fs::read_to_string(&stderr_path).unwrap_or_default()
+        );
+        let addr = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("http://"))
+            .map(|a| a.trim_end_matches(',').to_owned())
+            .unwrap_or_default();
+        // Keep reading stdout (access logs) so the server never blocks on it.
+        std::thread::spawn(move || {
+            let mut sink = String::new();
+            while out.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
+                sink.clear();
+            }
+        });
+        Server {
+            child,
+            addr,
+            stderr_path,
+        }
+    }
+
+    /// A new client connection with a 20 s read timeout.
+    pub fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(&self.addr).expect("connecting");
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.set_nodelay(true).unwrap();
+        s
+    }
+
+    /// Sends a signal to the server.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: plain syscall.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// What the server wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Waits for the server to exit; returns its exit code.
+    pub fn wait(mut self) -> i32 {
+        let st = self.child.wait().unwrap();
+        st.code().unwrap_or(-1)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.stderr_path);
+    }
+}
+
+/// A parsed response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub trailers: Vec<(String, String)>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads responses from a connection, keeping bytes of the next one.
+pub struct Client {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    pub fn new(stream: TcpStream) -> Client {
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    fn fill(&mut self) -> usize {
+        let mut chunk = [0u8; 65536];
+        let n = self.stream.read(&mut chunk).unwrap_or(0);
+        self.buf.extend_from_slice(&chunk[..n]);
+        n
+    }
+
+    fn line(&mut self) -> Option<String> {
+        loop {
+            if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let l = String::from_utf8_lossy(&self.buf[..i]).into_owned();
+                self.buf.drain(..i + 2);
+                return Some(l);
+            }
+            if self.fill() == 0 {
+                return None;
+            }
+        }
+    }
+
+    fn exact(&mut self, n: usize) -> Vec<u8> {
+        while self.buf.len() < n {
+            assert!(self.fill() > 0, "connection closed inside a body");
+        }
+        self.buf.drain(..n).collect()
+    }
+
+    /// Reads one response; `None` if the connection closed first.
+    pub fn response(&mut self, head_request: bool) -> Option<Response> {
+        let status_line = self.line()?;
+        let status: u16 = status_line.split(' ').nth(1)?.parse().ok()?;
+        let mut headers = Vec::new();
+        loop {
+            let l = self.line().expect("closed inside a head");
+            if l.is_empty() {
+                break;
+            }
+            let (k, v) = l.split_once(':').expect("header line");
+            headers.push((k.to_owned(), v.trim().to_owned()));
+        }
+        let mut r = Response {
+            status,
+            headers,
+            body: Vec::new(),
+            trailers: Vec::new(),
+        };
+        if head_request || status < 200 || status == 204 || status == 304 {
+            return Some(r);
+        }
+        if let Some(n) = r.header("content-length") {
+            r.body = self.exact(n.parse().unwrap());
+        } else if r
+            .header("transfer-encoding")
+            .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+        {
+            loop {
+                let size =
+                    usize::from_str_radix(self.line().expect("chunk size").trim(), 16).unwrap();
+                if size == 0 {
+                    loop {
+                        let l = self.line().expect("trailer");
+                        if l.is_empty() {
+                            break;
+                        }
+                        let (k, v) = l.split_once(':').unwrap();
+                        r.trailers.push((k.to_owned(), v.trim().to_owned()));
+                    }
+                    break;
+                }
+                let data = self.exact(size);
+                r.body.extend_from_slice(&data);
+                assert_eq!(self.exact(2), b"\r\n");
+            }
+        } else {
+            while self.fill() > 0 {}
+            r.body = std::mem::take(&mut self.buf);
+        }
+        Some(r)
+    }
+
+    /// Whether the server closed the connection (reads EOF, or a reset).
+    pub fn closed(&mut self) -> bool {
+        self.buf.is_empty() && self.fill() == 0
+    }
+}
+
+/// One request on a fresh connection.
+pub fn get(server: &Server, path: &str) -> Response {
+    let mut c = Client::new(server.connect());
+    c.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes());
+    c.response(false).expect("a response")
+}
