@@ -327,6 +327,17 @@ impl Segment {
         &self.shared.path
     }
 
+    /// Removes the segment file (and its doorbells) now rather than when the
+    /// creator's last handle drops; for a process about to exit without
+    /// running destructors. Mapped handles keep working. Only the creator
+    /// removes anything.
+    pub fn remove_file(&self) {
+        if self.shared.owner {
+            sys::unlink(&self.shared.path);
+            crate::wake::remove_bells(&self.shared.path);
+        }
+    }
+
     /// The geometry the segment was made with.
     pub fn geometry(&self) -> Geometry {
         self.shared.geo

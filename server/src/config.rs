@@ -136,6 +136,8 @@ usage: ringway-server [OPTIONS]
   --write-timeout SECS         drop a client that stops reading after this (default 30)
   --access-log FILE|-          write an access log (- for stdout)
   --access-logformat FMT       gunicorn-style format (default: the common/combined log format)
+
+signals: TERM (or a first INT) stops gracefully; a second INT, or QUIT, stops at once.
 ";
 
 fn secs(v: &str, name: &str) -> Result<Duration, String> {

@@ -4,7 +4,8 @@
 //! The main thread does nothing but wait for signals (`sigwait`): SIGCHLD (a
 //! worker exited: reclaim its share of the layer, fail its in-flight requests
 //! with 502, start a replacement), SIGTERM or the first SIGINT (graceful
-//! stop), a second SIGINT (fast stop), SIGUSR2 (a reactor thread finished).
+//! stop), a second SIGINT or SIGQUIT (fast stop, as gunicorn's QUIT), SIGUSR2
+//! (a reactor thread finished).
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
@@ -36,6 +37,7 @@ fn signal_set() -> libc::sigset_t {
         for s in [
             libc::SIGTERM,
             libc::SIGINT,
+            libc::SIGQUIT,
             libc::SIGCHLD,
             libc::SIGHUP,
             libc::SIGUSR2,
@@ -92,6 +94,11 @@ fn spawn_worker(cfg: &Config, segment: &str, w: usize) -> Result<Worker, String>
 
 /// Runs the server until it is stopped. Returns the process exit code.
 pub fn run(cfg: Config) -> Result<i32, String> {
+    // Block the signals we sigwait for before any thread starts (the reaper,
+    // the reactors): threads inherit the mask, so only sigwait sees them.
+    let set = signal_set();
+    // SAFETY: `set` is initialised; the old mask is not needed.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
     crate::uring::check()?;
     let threads = cfg.threads;
     let layer = LayerConfig {
@@ -122,12 +129,6 @@ pub fn run(cfg: Config) -> Result<i32, String> {
         )),
         None => None,
     };
-
-    // Block the signals we sigwait for, before any thread starts (threads
-    // inherit the mask).
-    let set = signal_set();
-    // SAFETY: `set` is initialised; the old mask is not needed.
-    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
 
     let mut workers = Vec::with_capacity(cfg.workers);
     for w in 0..cfg.workers {
@@ -227,7 +228,7 @@ pub fn run(cfg: Config) -> Result<i32, String> {
                 wire::encode_shutdown(&mut msg);
                 broadcast(&msg);
             }
-            libc::SIGINT => {
+            libc::SIGINT | libc::SIGQUIT => {
                 eprintln!("ringway: stopping now");
                 exit_code = 1;
                 break;
@@ -236,10 +237,19 @@ pub fn run(cfg: Config) -> Result<i32, String> {
             _ => {}
         }
     }
-    if exit_code == 0 {
-        for h in handles {
-            let _ = h.join();
+    if exit_code != 0 {
+        // Fast stop: the reactors are still running, so leave without
+        // tearing anything down under them.
+        seg.remove_file();
+        for w in workers.iter_mut() {
+            let _ = w.child.kill();
+            let _ = w.child.wait();
         }
+        // SAFETY: ends the process at once; nothing needs to run after this.
+        unsafe { libc::_exit(exit_code) };
+    }
+    for h in handles {
+        let _ = h.join();
     }
     stop_workers(&mut workers);
     Ok(exit_code)

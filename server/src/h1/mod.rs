@@ -4,7 +4,8 @@
 //!
 //! 1. [`parse_head`] on the bytes read so far: `Ok(None)` means read more;
 //!    `Ok(Some((head, n)))` gives the [`RequestHead`] and how many bytes it
-//!    took.
+//!    took. httparse tokenizes the head behind a strict pre-scan of line
+//!    endings and limits; [`parse`] says what each adds.
 //! 2. If `head.expect_continue`, write [`CONTINUE`] before reading the body.
 //! 3. A [`BodyDecoder`] for `head.body` turns the bytes after the head into
 //!    body bytes and stops exactly at the end of the body, so the bytes after

@@ -2,6 +2,39 @@
 //! parsed from a byte buffer into a [`RequestHead`] that says how the body is
 //! framed and whether the connection stays open.
 //!
+//! [`parse_head`] works in three steps:
+//!
+//! 1. A strict pre-scan (`scan_head`) walks the head line by line with
+//!    `grammar::find_crlf`: it skips empty lines before the request line,
+//!    requires every line to end in CRLF, enforces the [`Limits`] on the
+//!    request line, on each field line and on the number of fields (also on a
+//!    line whose CRLF has not arrived yet), and finds where the head ends.
+//! 2. [`httparse`] tokenizes the lines the pre-scan passed: method, target,
+//!    version and each field's name and value, each checked against its
+//!    character class (`tchar` for method and field names, visible bytes for
+//!    the target, `field-vchar`, SP and HTAB for values; a line starting with
+//!    whitespace or with whitespace before its colon is refused).
+//! 3. Semantic checks on those pieces: target form and bytes, CONNECT, Host,
+//!    Content-Length and Transfer-Encoding framing, Expect and persistence.
+//!
+//! httparse alone is not enough, for three reasons. It accepts a bare LF as a
+//! line ending (RFC 9112 §2.2 lets a recipient do so, but a peer that disagrees
+//! about where a line ends is how requests get smuggled past a proxy), so the
+//! pre-scan refuses bare LF and bare CR before httparse sees a byte. It cannot
+//! report the length of an unfinished line (it only says "partial"), so a
+//! client could make us buffer an endless request line or field line; the
+//! pre-scan answers those with 414 and 431 as soon as a line passes its limit.
+//! And its errors name the rule that failed but not where ("invalid token"
+//! covers the method, a doubled space and a bad target byte alike), so when it
+//! refuses a line that line is examined again with the grammar rules to find
+//! the specific [`ProtoError`] (a bad method or a doubled space, 505 or 400
+//! for the version, obs-fold or whitespace before the colon, ...).
+//!
+//! Errors come in the order of the bytes: whatever is wrong with an earlier
+//! line is reported before what is wrong with a later one, whichever step
+//! finds it, and the request line is checked in full (target form included)
+//! before any field line.
+//!
 //! [`parse_head`] keeps no state between calls: it is called again on the
 //! whole buffer when more bytes arrive, and re-scans it (linear in the
 //! buffered head, which the [`Limits`] bound). Lines complete so far are
@@ -112,6 +145,101 @@ pub struct RequestHead {
 /// Errors are final: send [`super::status_for`] and close. Limits are checked
 /// on incomplete lines too, so a client cannot make us buffer an endless line.
 pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<(RequestHead, usize)>, ProtoError> {
+    let scan = scan_head(buf, limits);
+    let Some(line_end) = scan.line_end else {
+        // Nothing for httparse yet: the request line is incomplete, or the
+        // pre-scan refused it.
+        return scan.stop.need_more_or_refuse();
+    };
+
+    // One slot per field line the pre-scan passed, so httparse never runs out
+    // (its `TooManyHeaders` would lose the 431's place in the byte order).
+    // Most requests fit on the stack.
+    let mut inline = [httparse::EMPTY_HEADER; INLINE_FIELDS];
+    let mut spilled;
+    let slots: &mut [httparse::Header<'_>] = if scan.fields <= INLINE_FIELDS {
+        &mut inline[..scan.fields]
+    } else {
+        spilled = vec![httparse::EMPTY_HEADER; scan.fields];
+        &mut spilled
+    };
+    let mut request = httparse::Request::new(slots);
+    // Only the lines the pre-scan passed: all complete, all CRLF-terminated.
+    let parsed = request.parse(&buf[..scan.clean]);
+
+    let request_line = &buf[scan.line_start..line_end];
+    if let Err(e) = parsed {
+        if in_request_line(e) {
+            return Err(request_line_error(request_line, e));
+        }
+    }
+    // httparse is past the request line, so it has filled in all three.
+    let (Some(method), Some(target), Some(minor)) = (request.method, request.path, request.version)
+    else {
+        return Err(request_line_error(request_line, httparse::Error::Token));
+    };
+    let line = check_request_line(method.as_bytes(), target.as_bytes(), minor)?;
+
+    match parsed {
+        Err(e) => Err(field_error(&buf[line_end + 2..scan.clean], e)),
+        Ok(httparse::Status::Partial) => {
+            debug_assert!(!matches!(scan.stop, Stop::HeadEnd), "httparse disagrees");
+            scan.stop.need_more_or_refuse()
+        }
+        Ok(httparse::Status::Complete(n)) => {
+            debug_assert_eq!(n, scan.clean, "httparse disagrees about the head's end");
+            let head = interpret(line, &*request.headers, limits)?;
+            Ok(Some((head, n)))
+        }
+    }
+}
+
+/// Header slots on the stack; more fields than this (rare: browsers send
+/// about a dozen) go to a `Vec`. 32 slots of 32 bytes are 1 KiB of stack.
+const INLINE_FIELDS: usize = 32;
+
+/// What the pre-scan found: how much of the buffer is complete lines that
+/// may go to httparse, and why it stopped there.
+struct Scan {
+    /// Where the request line starts, after any empty lines before it.
+    line_start: usize,
+    /// Where the request line's CRLF starts; `None` until a request line
+    /// within the limit has arrived.
+    line_end: Option<usize>,
+    /// How many field lines lie before `clean`.
+    fields: usize,
+    /// Length of the prefix of `buf` made of complete, CRLF-terminated lines
+    /// within the limits, the request line included once `line_end` is set.
+    clean: usize,
+    /// Why the scan stopped at `clean`.
+    stop: Stop,
+}
+
+/// Why the pre-scan stopped.
+enum Stop {
+    /// The line at `clean` has not ended yet and is within the limits so far.
+    NeedMore,
+    /// The empty line ending the head was the last line before `clean`.
+    HeadEnd,
+    /// The line at `clean` breaks a rule of the pre-scan. An error httparse
+    /// finds in an earlier line comes first.
+    Refused(ProtoError),
+}
+
+impl Stop {
+    /// `Ok(None)` for [`Stop::NeedMore`], the error for [`Stop::Refused`].
+    fn need_more_or_refuse(self) -> Result<Option<(RequestHead, usize)>, ProtoError> {
+        match self {
+            Stop::Refused(e) => Err(e),
+            Stop::NeedMore | Stop::HeadEnd => Ok(None),
+        }
+    }
+}
+
+/// The strict pre-scan of the head in `buf`: line endings, line lengths and
+/// the field count, up to the end of the head or the first line that is
+/// incomplete or breaks a rule.
+fn scan_head(buf: &[u8], limits: &Limits) -> Scan {
     // RFC 9112 §2.2: "In the interest of robustness, a server that is
     // expecting to receive and parse a request-line SHOULD ignore at least one
     // empty line (CRLF) received prior to the request-line." Their bytes count
@@ -120,38 +248,53 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<(RequestHead, us
     while buf[start..].starts_with(b"\r\n") {
         start += 2;
     }
-    let Some(line_end) = find_crlf(buf, start)? else {
-        check_partial_request_line(buf, start, limits)?;
-        return Ok(None);
+    let mut scan = Scan {
+        line_start: start,
+        line_end: None,
+        fields: 0,
+        clean: start,
+        stop: Stop::NeedMore,
     };
-    if line_end > limits.request_line {
-        return Err(ProtoError::RequestLineTooLong);
+    if let Err(e) = scan.walk(buf, limits) {
+        scan.stop = Stop::Refused(e);
     }
-    let line = parse_request_line(&buf[start..line_end])?;
+    scan
+}
 
-    // RFC 9112 §2.1:
-    //   HTTP-message = start-line CRLF *( field-line CRLF ) CRLF [ message-body ]
-    let mut pos = line_end + 2;
-    let mut fields: Vec<(&[u8], &[u8])> = Vec::new();
-    loop {
-        let Some(end) = find_crlf(buf, pos)? else {
-            let partial = strip_cr(&buf[pos..]);
-            if !partial.is_empty() {
-                check_field_limits(fields.len(), partial.len(), limits)?;
-            }
-            return Ok(None);
+impl Scan {
+    /// Advances `clean` over the complete lines of `buf` that keep the rules;
+    /// the error is for the line at `clean`.
+    fn walk(&mut self, buf: &[u8], limits: &Limits) -> Result<(), ProtoError> {
+        let Some(line_end) = find_crlf(buf, self.line_start)? else {
+            return check_partial_request_line(buf, self.line_start, limits);
         };
-        if end == pos {
-            pos += 2;
-            break;
+        if line_end > limits.request_line {
+            return Err(ProtoError::RequestLineTooLong);
         }
-        check_field_limits(fields.len(), end - pos, limits)?;
-        fields.push(parse_field_line(&buf[pos..end])?);
-        pos = end + 2;
-    }
+        self.line_end = Some(line_end);
+        self.clean = line_end + 2;
 
-    let head = interpret(line, &fields, limits)?;
-    Ok(Some((head, pos)))
+        // RFC 9112 §2.1:
+        //   HTTP-message = start-line CRLF *( field-line CRLF ) CRLF [ message-body ]
+        loop {
+            let pos = self.clean;
+            let Some(end) = find_crlf(buf, pos)? else {
+                let partial = strip_cr(&buf[pos..]);
+                if partial.is_empty() {
+                    return Ok(());
+                }
+                return check_field_limits(self.fields, partial.len(), limits);
+            };
+            if end == pos {
+                self.clean = pos + 2;
+                self.stop = Stop::HeadEnd;
+                return Ok(());
+            }
+            check_field_limits(self.fields, end - pos, limits)?;
+            self.fields += 1;
+            self.clean = end + 2;
+        }
+    }
 }
 
 /// `s` without one trailing CR (the first half of a CRLF still in flight).
@@ -195,32 +338,22 @@ struct RequestLine<'a> {
     version: Version,
 }
 
-/// Parses and validates `request-line` (RFC 9112 §3):
-///
-/// ```text
-/// request-line = method SP request-target SP HTTP-version
-/// ```
-///
-/// "Recipients of an invalid request-line SHOULD respond with either a 400
-/// (Bad Request) error or a 301 (Moved Permanently) redirect"; we never guess
-/// at word boundaries (which §3 also allows), so exactly two SPs.
-fn parse_request_line(line: &[u8]) -> Result<RequestLine<'_>, ProtoError> {
-    let Some(sp1) = line.iter().position(|&b| b == b' ') else {
-        return Err(ProtoError::MalformedRequestLine);
+/// The checks on a request line httparse accepted (`method SP request-target
+/// SP HTTP-version` with a token method, visible or non-ASCII target bytes and
+/// `HTTP/1.<minor>`) that httparse does not make: target bytes and form, and
+/// CONNECT.
+fn check_request_line<'a>(
+    method: &'a [u8],
+    target: &'a [u8],
+    minor: u8,
+) -> Result<RequestLine<'a>, ProtoError> {
+    // httparse accepts exactly `HTTP/1.0` and `HTTP/1.1`.
+    let version = if minor == 0 {
+        Version::Http10
+    } else {
+        Version::Http11
     };
-    // RFC 9110 §9.1: "method = token".
-    let method = &line[..sp1];
-    if !is_token(method) {
-        return Err(ProtoError::InvalidMethod);
-    }
-    let sp2 = sp1
-        + 1
-        + line[sp1 + 1..]
-            .iter()
-            .rposition(|&b| b == b' ')
-            .ok_or(ProtoError::MalformedRequestLine)?;
-    let (target, version) = (&line[sp1 + 1..sp2], &line[sp2 + 1..]);
-    let version = parse_version(version)?;
+    // httparse lets `#` and UTF-8 through.
     check_target_bytes(target)?;
     // RFC 9110 §9.1: "An origin server that receives a request method that is
     // unrecognized or not implemented SHOULD respond with the 501 (Not
@@ -240,6 +373,82 @@ fn parse_request_line(line: &[u8]) -> Result<RequestLine<'_>, ProtoError> {
     })
 }
 
+/// Whether httparse reports `e` for the request line (else for a field
+/// line). Of its `NewLine` errors only the one after the version can reach
+/// us: the pre-scan has refused a CR without LF everywhere else.
+fn in_request_line(e: httparse::Error) -> bool {
+    use httparse::Error as E;
+    match e {
+        E::Token | E::Version | E::NewLine | E::Status => true,
+        E::HeaderName | E::HeaderValue | E::TooManyHeaders => false,
+    }
+}
+
+/// Why httparse refused `line` (the request line, without CRLF), as the most
+/// specific [`ProtoError`]. httparse's error names the rule but not the place,
+/// and a bad line can mislead it (a space inside the target makes it read the
+/// rest as the version), so the line is split the way RFC 9112 §3 reads it:
+///
+/// ```text
+/// request-line = method SP request-target SP HTTP-version
+/// ```
+///
+/// "Recipients of an invalid request-line SHOULD respond with either a 400
+/// (Bad Request) error or a 301 (Moved Permanently) redirect"; we never guess
+/// at word boundaries (which §3 also allows), so exactly two SPs: the method
+/// ends at the first, the version starts after the last.
+fn request_line_error(line: &[u8], e: httparse::Error) -> ProtoError {
+    use httparse::Error as E;
+    let Some(sp1) = line.iter().position(|&b| b == b' ') else {
+        return ProtoError::MalformedRequestLine;
+    };
+    // RFC 9110 §9.1: "method = token".
+    if !is_token(&line[..sp1]) {
+        return ProtoError::InvalidMethod;
+    }
+    let Some(sp2) = line[sp1 + 1..].iter().rposition(|&b| b == b' ') else {
+        return ProtoError::MalformedRequestLine;
+    };
+    let sp2 = sp1 + 1 + sp2;
+    if let Err(version_error) = parse_version(&line[sp2 + 1..]) {
+        return version_error;
+    }
+    if let Err(target_error) = check_target_bytes(&line[sp1 + 1..sp2]) {
+        return target_error;
+    }
+    // Not reached: a line that passes all of the above is one httparse
+    // accepts. Fall back on what httparse said.
+    match e {
+        E::Version | E::NewLine => ProtoError::MalformedVersion,
+        E::Token | E::Status | E::HeaderName | E::HeaderValue | E::TooManyHeaders => {
+            ProtoError::MalformedRequestLine
+        }
+    }
+}
+
+/// Why httparse refused one of the field lines in `lines` (complete lines, each
+/// ending in CRLF), as the most specific [`ProtoError`]: the first line that
+/// the grammar's field-line rules refuse says what is wrong (obs-fold,
+/// whitespace before the colon, no colon, bad name, bad value byte).
+fn field_error(lines: &[u8], e: httparse::Error) -> ProtoError {
+    use httparse::Error as E;
+    let mut pos = 0;
+    while let Ok(Some(end)) = find_crlf(lines, pos) {
+        if let Err(line_error) = parse_field_line(&lines[pos..end]) {
+            return line_error;
+        }
+        pos = end + 2;
+    }
+    // Not reached: the grammar refuses every field line httparse refuses.
+    match e {
+        E::TooManyHeaders => ProtoError::TooManyHeaders,
+        E::HeaderValue => ProtoError::InvalidHeaderValue,
+        E::HeaderName | E::NewLine | E::Token | E::Version | E::Status => {
+            ProtoError::InvalidHeaderName
+        }
+    }
+}
+
 /// RFC 9112 §2.3:
 ///
 /// ```text
@@ -247,7 +456,8 @@ fn parse_request_line(line: &[u8]) -> Result<RequestLine<'_>, ProtoError> {
 /// HTTP-name    = %s"HTTP"
 /// ```
 ///
-/// Well-formed versions other than 1.0 and 1.1 are refused with 505.
+/// Well-formed versions other than 1.0 and 1.1 are refused with 505, others
+/// with 400. httparse only says "invalid HTTP version" for both.
 fn parse_version(v: &[u8]) -> Result<Version, ProtoError> {
     match v {
         b"HTTP/1.1" => Ok(Version::Http11),
@@ -273,6 +483,7 @@ fn check_target_bytes(target: &[u8]) -> Result<(), ProtoError> {
             0x21..=0x7e if b != b'#' => {}
             b'#' => return Err(ProtoError::InvalidTarget("contains a fragment (#)")),
             0x80.. => return Err(ProtoError::InvalidTarget("contains a non-ASCII byte")),
+            b' ' => return Err(ProtoError::InvalidTarget("contains a space")),
             _ => return Err(ProtoError::InvalidTarget("contains a control byte")),
         }
     }
@@ -405,7 +616,7 @@ fn is_reg_name_byte(b: u8) -> bool {
 /// persistence and expectations.
 fn interpret(
     line: RequestLine<'_>,
-    fields: &[(&[u8], &[u8])],
+    fields: &[httparse::Header<'_>],
     limits: &Limits,
 ) -> Result<RequestHead, ProtoError> {
     let version = line.version;
@@ -417,7 +628,8 @@ fn interpret(
     let (mut close, mut keep_alive_token) = (false, false);
     let mut expect_continue = false;
 
-    for &(name, value) in fields {
+    for field in fields {
+        let (name, value) = (field.name.as_bytes(), field.value);
         if name.eq_ignore_ascii_case(b"host") {
             hosts += 1;
             host_ok &= is_valid_host(value);
@@ -496,7 +708,12 @@ fn interpret(
         version,
         headers: fields
             .iter()
-            .map(|&(name, value)| (name.to_ascii_lowercase(), value.to_vec()))
+            .map(|field| {
+                (
+                    field.name.as_bytes().to_ascii_lowercase(),
+                    field.value.to_vec(),
+                )
+            })
             .collect(),
         body,
         keep_alive,
@@ -731,6 +948,37 @@ mod tests {
             err(b"GET / http/1.1\r\nHost: a\r\n\r\n"),
             ProtoError::MalformedVersion
         );
+    }
+
+    #[test]
+    fn junk_after_the_version_is_400() {
+        for line in [
+            &b"GET / HTTP/1.1x"[..],
+            b"GET / HTTP/1.1 ",
+            b"GET / HTTP/1.1\t",
+        ] {
+            let mut req = line.to_vec();
+            req.extend_from_slice(b"\r\nHost: a\r\n\r\n");
+            assert_eq!(err(&req), ProtoError::MalformedVersion, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn a_space_inside_the_target_is_named_as_such() {
+        // httparse reads "b HTTP/1.1" as the version here, and sees an empty
+        // target after a doubled SP; either way the target is at fault.
+        for req in [
+            &b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+            b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET / / HTTP/1.1\r\nHost: a\r\n\r\n",
+        ] {
+            assert_eq!(
+                err(req),
+                ProtoError::InvalidTarget("contains a space"),
+                "{:?}",
+                String::from_utf8_lossy(req)
+            );
+        }
     }
 
     #[test]
@@ -974,6 +1222,67 @@ mod tests {
             req.extend_from_slice(b"\r\n\r\n");
             assert_eq!(err(&req), ProtoError::InvalidHeaderValue, "{value:?}");
         }
+    }
+
+    #[test]
+    fn more_fields_than_fit_on_the_stack_are_all_kept_in_order() {
+        let names: Vec<String> = (0..2 * INLINE_FIELDS).map(|i| format!("x-{i}")).collect();
+        let fields: String = names.iter().map(|n| format!("{n}: v\r\n")).collect();
+        let h = head(&get_with(&fields));
+        let got: Vec<&[u8]> = h.headers[1..].iter().map(|(n, _)| n.as_slice()).collect();
+        let want: Vec<&[u8]> = names.iter().map(|n| n.as_bytes()).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_bad_line_is_refused_before_the_head_ends() {
+        assert_eq!(
+            err(b"GET / HTTP/1.1\r\nHost: a\r\nX A: b\r\n"),
+            ProtoError::InvalidHeaderName
+        );
+        assert_eq!(
+            err(b"GET / HTTP/1.1\r\nHost: a\r\n  b\r\nX-"),
+            ProtoError::ObsFold
+        );
+        assert!(matches!(
+            err(b"GET a/b HTTP/1.1\r\nHo"),
+            ProtoError::InvalidTarget(_)
+        ));
+        assert_eq!(err(b"GET / HTTP/1.2\r\n"), ProtoError::UnsupportedVersion);
+    }
+
+    #[test]
+    fn errors_are_reported_in_the_order_of_the_bytes() {
+        // The request line (target form included) before any field line.
+        assert!(matches!(
+            err(b"GET a/b HTTP/1.1\r\nX A: b\r\n\r\n"),
+            ProtoError::InvalidTarget(_)
+        ));
+        assert_eq!(
+            err(b"CONNECT a:1 HTTP/1.1\r\nHost: a\nX: b\r\n\r\n"),
+            ProtoError::MethodNotImplemented
+        );
+        // An earlier bad field line before a later bare LF, bare CR or limit.
+        assert_eq!(
+            err(&get_with("X A: b\r\nX: y\n")),
+            ProtoError::InvalidHeaderName
+        );
+        assert_eq!(
+            err(&get_with("X: \x01\r\nX: y\rz\r\n")),
+            ProtoError::InvalidHeaderValue
+        );
+        let req = b"GET / HTTP/1.1\r\nHost: a\r\nX : 1\r\nX-Long: 123456789\r\n\r\n";
+        assert_eq!(
+            parse_head(req, &limits(100, 100, 10)).unwrap_err(),
+            ProtoError::WhitespaceBeforeColon
+        );
+        let req = b"GET / HTTP/1.1\r\nHost a\r\nX: 1\r\nX: 2\r\n\r\n";
+        assert_eq!(
+            parse_head(req, &limits(100, 2, 100)).unwrap_err(),
+            ProtoError::HeaderWithoutColon
+        );
+        // And a bare LF before a later bad field line.
+        assert_eq!(err(&get_with("X: y\nX A: b\r\n")), ProtoError::BareLf);
     }
 
     // --- Host ---

@@ -92,6 +92,15 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // Quick shutdown (it removes the segment file), then make sure.
+        self.signal(libc::SIGQUIT);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.stderr_path);
