@@ -305,6 +305,9 @@ fn echo(path: &Path, spin: u32, channels: Channels) -> Result<()> {
 /// this process over one channel (each producer has its own lane in it).
 pub struct LayerStream {
     ep: Endpoint,
+    /// Messages per `send_many` / `try_receive_many` call (1: the
+    /// one-message calls).
+    batch: usize,
     data: ChannelId,
     /// One command channel per producer.
     ctl: Vec<ChannelId>,
@@ -321,12 +324,18 @@ impl LayerStream {
     /// Creates a segment and forks `producers` producer processes of
     /// `size`-byte messages. This process consumes, waiting as `waiting` says.
     pub fn start(producers: usize, size: usize, waiting: Waiting) -> Result<Self> {
+        Self::start_batched(producers, size, waiting, 1)
+    }
+
+    /// As [`LayerStream::start`], but producers send with `send_many` and
+    /// this process drains with `try_receive_many`, `batch` at a time.
+    pub fn start_batched(producers: usize, size: usize, waiting: Waiting, batch: usize) -> Result<Self> {
         let seg = Segment::create(&config())?;
         let mut peers = Vec::with_capacity(producers);
         for p in 0..producers {
             let path = seg.path().to_owned();
             peers.push(Child::fork("layer producer", p, move || {
-                produce(&path, p, size)
+                produce(&path, p, size, batch)
             })?);
         }
         let _pinned = pin(Party::Consumer)?;
@@ -338,6 +347,7 @@ impl LayerStream {
             .collect::<std::result::Result<_, _>>()?;
         Ok(LayerStream {
             ep,
+            batch,
             data,
             ctl,
             check: SeqCheck::new(producers, size),
@@ -365,14 +375,29 @@ impl Stream for LayerStream {
                 )?;
             }
         }
-        for _ in 0..n {
-            let tag_len = recv(
-                &mut self.ep,
-                self.data,
-                &mut self.buf,
-                &mut Stall::new("a message on bench.data"),
-            )?;
-            self.check.accept(&self.buf[tag_len..]);
+        if self.batch == 1 {
+            for _ in 0..n {
+                let tag_len = recv(
+                    &mut self.ep,
+                    self.data,
+                    &mut self.buf,
+                    &mut Stall::new("a message on bench.data"),
+                )?;
+                self.check.accept(&self.buf[tag_len..]);
+            }
+        } else {
+            let mut got = 0u64;
+            let mut stall = Stall::new("a message on bench.data");
+            while got < n {
+                let want = (n - got).min(self.batch as u64) as usize;
+                let check = &mut self.check;
+                let k = self.ep.try_receive_many(self.data, want, |_, payload| check.accept(payload))?;
+                if k == 0 {
+                    stall.check()?;
+                    self.ep.wait(self.data, Some(WAIT_SLICE));
+                }
+                got += k as u64;
+            }
         }
         let elapsed = start.elapsed();
         for (s, k) in self.sent.iter_mut().zip(shares) {
@@ -410,11 +435,12 @@ impl Stream for LayerStream {
 
 /// A producer peer: on each command `n` (a little-endian u64 on its command
 /// channel) sends its next `n` messages; stops on 0.
-fn produce(path: &Path, producer: usize, size: usize) -> Result<()> {
+fn produce(path: &Path, producer: usize, size: usize, batch: usize) -> Result<()> {
     let (_seg, mut ep) = attach(path, COMMAND_SPIN)?;
     let data = ep.channel(DATA)?;
     let ctl = ep.channel(&ctl_name(producer))?;
     let mut msg = message(size);
+    let mut msgs: Vec<Vec<u8>> = (0..batch).map(|_| message(size)).collect();
     let mut buf = Vec::new();
     let mut seq = 0u64;
     loop {
@@ -425,16 +451,38 @@ fn produce(path: &Path, producer: usize, size: usize) -> Result<()> {
         if n == 0 {
             return Ok(());
         }
-        for _ in 0..n {
-            stamp(&mut msg, producer as u32, seq);
-            send(
-                &mut ep,
-                data,
-                b"",
-                &msg,
-                &mut Stall::forever("room in bench.data"),
-            )?;
-            seq += 1;
+        if batch == 1 {
+            for _ in 0..n {
+                stamp(&mut msg, producer as u32, seq);
+                send(
+                    &mut ep,
+                    data,
+                    b"",
+                    &msg,
+                    &mut Stall::forever("room in bench.data"),
+                )?;
+                seq += 1;
+            }
+            continue;
+        }
+        let mut left = n;
+        while left > 0 {
+            let k = left.min(batch as u64) as usize;
+            for (i, m) in msgs[..k].iter_mut().enumerate() {
+                stamp(m, producer as u32, seq + i as u64);
+            }
+            let refs: Vec<&[u8]> = msgs[..k].iter().map(Vec::as_slice).collect();
+            let mut done = 0;
+            let mut backoff = Backoff::default();
+            while done < k {
+                match ep.send_many(data, b"", &refs[done..]) {
+                    Ok(0) | Err(SendError::Full) => backoff.snooze(),
+                    Ok(j) => done += j,
+                    Err(SendError::Other(e)) => return Err(e.into()),
+                }
+            }
+            seq += k as u64;
+            left -= k as u64;
         }
     }
 }

@@ -291,10 +291,27 @@ impl Endpoint {
         tag: &[u8],
         message: &[u8],
     ) -> std::result::Result<(), SendError> {
+        match self.send_many(id, tag, &[message])? {
+            0 => Err(SendError::Full),
+            _ => Ok(()),
+        }
+    }
+
+    /// Sends several messages with the same tag, in order, waking the
+    /// receiver once for all of them. Returns how many were queued: fewer
+    /// than given when the channel filled up (the rest were not queued).
+    /// Other producers' lanes are counted once per batch, so racing batches
+    /// may overshoot the capacity by what they queue meanwhile.
+    pub fn send_many(
+        &mut self,
+        id: ChannelId,
+        tag: &[u8],
+        messages: &[&[u8]],
+    ) -> std::result::Result<usize, SendError> {
         let max = self.shared().geo.max_message as usize;
-        if message.len() > max {
+        if let Some(big) = messages.iter().find(|m| m.len() > max) {
             return Err(Error::TooLarge {
-                size: message.len(),
+                size: big.len(),
                 max,
             }
             .into());
@@ -313,47 +330,46 @@ impl Endpoint {
             .expect("ensure_lane inserted it");
         let mut p = Producer::resume(shared.lane(sl.lane as usize), sl.tail, sl.head);
         // Capacity counts every lane of the channel. Our own count is an upper
-        // bound from a cached head; re-read only when it says full.
+        // bound from a cached head, re-read only when it says full; other
+        // producers' lanes are read once per batch.
         let cap = u64::from(c.capacity.load(Ordering::Relaxed));
-        let mut own = p.len_upper_bound();
-        if own >= cap {
-            p.has_room(0, 0);
-            own = p.len_upper_bound();
-        }
         let others_mask = c.lane_mask.load(Ordering::Acquire) & !(1u64 << sl.bit);
-        let others = if others_mask == 0 || own >= cap {
-            0
-        } else {
-            lanes_in(others_mask)
-                .filter_map(|bit| lane_at(shared, c, bit))
-                .map(|l| shared.lane(l).len() as u64)
-                .sum()
-        };
-        if own + others >= cap {
-            return Err(SendError::Full);
-        }
+        let others: u64 = lanes_in(others_mask)
+            .filter_map(|bit| lane_at(shared, c, bit))
+            .map(|l| shared.lane(l).len() as u64)
+            .sum();
         let expires = match shared.message_expiry_ms {
             0 => 0,
             e => sys::monotonic_coarse_ms() + e,
         };
-        let pushed = p.push(tag, message, expires);
-        (sl.tail, sl.head) = p.positions();
-        match pushed {
-            Ok(()) => {}
-            Err(PushError::Full) => return Err(SendError::Full),
-            Err(PushError::TooLarge) => {
-                return Err(Error::TooLarge {
-                    size: message.len(),
-                    max,
+        let mut sent = 0;
+        for m in messages {
+            if p.len_upper_bound() + others >= cap {
+                p.has_room(0, 0);
+                if p.len_upper_bound() + others >= cap {
+                    break;
                 }
-                .into())
+            }
+            match p.write(tag, m, expires) {
+                Ok(()) => sent += 1,
+                Err(PushError::Full) => break,
+                Err(PushError::TooLarge) => {
+                    p.publish();
+                    (sl.tail, sl.head) = p.positions();
+                    return Err(Error::TooLarge { size: m.len(), max }.into());
+                }
             }
         }
-        let ring = wake::notify(c);
-        if ring != 0 {
-            self.ring_bells(ring);
+        // One publication for the whole batch.
+        p.publish();
+        (sl.tail, sl.head) = p.positions();
+        if sent > 0 {
+            let ring = wake::notify(c);
+            if ring != 0 {
+                self.ring_bells(ring);
+            }
         }
-        Ok(())
+        Ok(sent)
     }
 
     fn ring_bells(&mut self, mut mask: u64) {
@@ -445,6 +461,35 @@ impl Endpoint {
     /// returns its tag length, or `None` when the channel is empty (or another
     /// receiver is popping from it this instant).
     pub fn try_receive_id(&mut self, id: ChannelId, out: &mut Vec<u8>) -> Result<Option<usize>> {
+        let mut tag_len = None;
+        self.pop(id, 1, out, |_, t| tag_len = Some(t))?;
+        Ok(tag_len)
+    }
+
+    /// Pops up to `max` messages of a resolved channel, calling `f(tag,
+    /// payload)` for each; returns how many. One claim, one clock read and
+    /// one look at each lane's tail per batch: the way to drain a busy inbox.
+    pub fn try_receive_many(
+        &mut self,
+        id: ChannelId,
+        max: usize,
+        mut f: impl FnMut(&[u8], &[u8]),
+    ) -> Result<usize> {
+        let mut buf = std::mem::take(&mut self.buf);
+        let n = self.pop(id, max, &mut buf, |b, t| f(&b[..t], &b[t..]));
+        self.buf = buf;
+        n
+    }
+
+    /// Claims the channel (normal channels) or checks ownership
+    /// (process-specific ones), then pops up to `max` records through `buf`.
+    fn pop(
+        &mut self,
+        id: ChannelId,
+        max: usize,
+        buf: &mut Vec<u8>,
+        f: impl FnMut(&[u8], usize),
+    ) -> Result<usize> {
         let shared = &*self.seg.shared;
         if !self.is_live(id) {
             return Err(Error::NoReceiver(format!("channel slot {}", id.slot)));
@@ -453,13 +498,15 @@ impl Endpoint {
         let owner = c.owner.load(Ordering::Relaxed);
         let claimed = if owner == 0 {
             // Acquire: pairs with the Release store that ended the previous
-            // claim, so the lane heads it stored are visible to us.
-            if c.wake
-                .claim
+            // claim, so the lane heads it stored are visible to us. A busy
+            // claim means another receiver is popping this instant: report
+            // nothing; `wait` sees the messages and does not sleep, so the
+            // caller simply tries again.
+            if c.claim
                 .compare_exchange(0, self.idx + 1, Ordering::Acquire, Ordering::Relaxed)
                 .is_err()
             {
-                return Ok(None);
+                return Ok(0);
             }
             true
         } else if owner != self.idx + 1 || c.owner_gen.load(Ordering::Relaxed) != self.gen {
@@ -481,43 +528,38 @@ impl Endpoint {
                 lanes: [LaneView::default(); LANES_PER_CHANNEL],
             })),
         };
-        let popped = pop_lanes(shared, c, view, &mut self.rr, out);
+        let popped = pop_lanes(shared, c, view, &mut self.rr, max, buf, f);
         if claimed {
-            // Release: our head stores happen-before the next claimant's reads.
-            c.wake.claim.store(0, Ordering::Release);
-            // Another receiver may have gone to sleep while we held the claim
-            // with more messages behind the one we took: hand the wake-up on.
-            // SeqCst fence: orders the claim release before the `sleepers`
-            // load; pairs with the fence in `handshake::sleep_unless`.
-            fence(Ordering::SeqCst);
-            if c.wake.sleepers.load(Ordering::Relaxed) != 0 && has_messages(shared, c) {
-                // Release: pairs with the sleeper's Acquire load of `epoch`.
-                c.wake.epoch.fetch_add(1, Ordering::Release);
-                sys::futex_wake_all(&c.wake.epoch);
-            }
+            // Release: our head stores happen-before the next claimant's
+            // Acquire CAS.
+            c.claim.store(0, Ordering::Release);
         }
         popped
     }
 }
 
-/// Pops the next unexpired record of any lane of `c`, starting at lane bit
-/// `*rr` (round robin, so one busy producer cannot starve the others).
+/// Pops up to `max` unexpired records of `c`'s lanes through `buf`, calling
+/// `f(buf, tag_len)` for each, starting at lane bit `*rr` (round robin, so one
+/// busy producer cannot starve the others).
 fn pop_lanes(
     shared: &Shared,
     c: &ChannelSlot,
     view: &mut RecvView,
     rr: &mut u32,
-    out: &mut Vec<u8>,
-) -> Result<Option<usize>> {
+    max: usize,
+    buf: &mut Vec<u8>,
+    mut f: impl FnMut(&[u8], usize),
+) -> Result<usize> {
     // Acquire: pairs with the Release `fetch_or` in `ensure_lane`.
     let mask = c.lane_mask.load(Ordering::Acquire);
-    if mask == 0 {
-        return Ok(None);
+    if mask == 0 || max == 0 {
+        return Ok(0);
     }
     let now = sys::monotonic_coarse_ms();
-    let rotated = mask.rotate_right(*rr);
-    for k in lanes_in(rotated) {
-        let bit = (k + *rr) % 64;
+    let mut got = 0;
+    let start = *rr;
+    for k in lanes_in(mask.rotate_right(start)) {
+        let bit = (k + start) % 64;
         let Some(lane) = lane_at(shared, c, bit) else {
             continue;
         };
@@ -525,42 +567,54 @@ fn pop_lanes(
         let v = &mut view.lanes[bit as usize];
         let inc = ls.meta.incarnation.load(Ordering::Relaxed);
         // Relaxed: `head` is ours (or handed over through the claim's
-        // Acquire); if it moved, another receiver popped and our cached
-        // `tail` may still be valid but our `head` is not.
+        // Acquire); if it moved, another receiver popped, and our saved view
+        // is stale.
         let head = ls.ctrl.head.load(Ordering::Relaxed);
         let mut cons = if v.lane == lane as u32 + 1 && v.incarnation == inc && v.head == head {
             Consumer::resume(shared.lane(lane), v.head, v.tail)
         } else {
             Consumer::new(shared.lane(lane))
         };
-        let result = loop {
-            match cons.pop(out) {
-                Ok(Some(meta)) if meta.expires_ms != 0 && meta.expires_ms <= now => continue,
-                other => break other,
-            }
-        };
-        (v.head, v.tail) = cons.positions();
-        (v.lane, v.incarnation) = (lane as u32 + 1, inc);
-        match result {
-            Ok(Some(meta)) => {
-                *rr = (bit + 1) % 64;
-                return Ok(Some(meta.tag_len));
-            }
-            Ok(None) => {
-                if ls.meta.state.load(Ordering::Acquire) == lane_state::ORPHANED {
-                    reaper::free_drained_orphan(shared, c, bit, lane);
+        let mut result = Ok(());
+        while got < max {
+            match cons.take(buf) {
+                Ok(Some(meta)) if meta.expires_ms != 0 && meta.expires_ms <= now => {}
+                Ok(Some(meta)) => {
+                    f(buf, meta.tag_len);
+                    got += 1;
+                }
+                Ok(None) => {
+                    if ls.meta.state.load(Ordering::Acquire) == lane_state::ORPHANED {
+                        // Hand the space back first: freeing checks the lane is empty.
+                        cons.release();
+                        reaper::free_drained_orphan(shared, c, bit, lane);
+                    }
+                    break;
+                }
+                Err(bad) => {
+                    result = Err(Error::CorruptRecord(format!(
+                        "lane {lane}, producer endpoint {}: {}",
+                        ls.meta.producer.load(Ordering::Relaxed) as i64 - 1,
+                        bad.reason
+                    )));
+                    break;
                 }
             }
-            Err(bad) => {
-                return Err(Error::CorruptRecord(format!(
-                    "lane {lane}, producer endpoint {}: {}",
-                    ls.meta.producer.load(Ordering::Relaxed) as i64 - 1,
-                    bad.reason
-                )))
-            }
+        }
+        // One hand-back of the space for everything taken from this lane.
+        cons.release();
+        (v.head, v.tail) = cons.positions();
+        (v.lane, v.incarnation) = (lane as u32 + 1, inc);
+        result?;
+        if got > 0 {
+            // The next call starts after the last lane that gave us something.
+            *rr = (bit + 1) % 64;
+        }
+        if got == max {
+            break;
         }
     }
-    Ok(None)
+    Ok(got)
 }
 
 impl Endpoint {
@@ -912,7 +966,7 @@ fn create_channel(g: &Locked<'_>, ring: &[u8], owner: Option<(u32, u32)>) -> Res
         l.store(0, Ordering::Relaxed);
     }
     c.lane_mask.store(0, Ordering::Relaxed);
-    c.wake.claim.store(0, Ordering::Relaxed);
+    c.claim.store(0, Ordering::Relaxed);
     c.wake.fd_waiters.store(0, Ordering::Relaxed);
     // Release, last: lock-free readers that see ACTIVE see the fields above
     // (pairs with the Acquire load in `Endpoint::is_live`).

@@ -100,10 +100,6 @@ pub struct Wake {
     pub epoch: AtomicU32,
     /// Consumers sleeping (or about to) on `epoch`.
     pub sleepers: AtomicU32,
-    /// Consumer claim: 0, or the endpoint index + 1 currently popping.
-    pub claim: AtomicU32,
-    /// Alignment filler.
-    pub _reserved: u32,
     /// Endpoints waiting on their doorbell for this channel, one bit each.
     pub fd_waiters: AtomicU64,
 }
@@ -135,8 +131,12 @@ pub struct ChannelSlot {
     /// The channel name (for a process-specific channel, the part up to and
     /// including `!`).
     pub name: [AtomicU64; NAME_WORDS],
-    /// Wake-up words.
+    /// Wake-up words (read by every producer after each send).
     pub wake: CachePadded<Wake>,
+    /// Receive claim of a normal channel: 0, or the endpoint index + 1
+    /// currently popping. On its own line: receivers write it on every pop,
+    /// producers never read it.
+    pub claim: CachePadded<AtomicU32>,
 }
 
 /// Who owns a lane and which channel lists it.

@@ -93,7 +93,7 @@ pub(crate) fn sweep(g: &Locked<'_>, report: &mut ReapReport) {
             report.channels += 1;
             continue;
         }
-        let claim = c.wake.claim.load(Ordering::Relaxed);
+        let claim = c.claim.load(Ordering::Relaxed);
         let claimant_gone = claim != 0
             && (claim as usize > MAX_ENDPOINTS
                 || shared
@@ -168,7 +168,7 @@ fn free_lane(shared: &Shared, lane: u32) {
 fn release_claim(c: &ChannelSlot) {
     // Release: the dead claimant's head stores (all complete: it is dead)
     // happen-before the next claimant's Acquire CAS.
-    c.wake.claim.store(0, Ordering::Release);
+    c.claim.store(0, Ordering::Release);
     c.wake.epoch.fetch_add(1, Ordering::Release);
     sys::futex_wake_all(&c.wake.epoch);
 }
@@ -194,7 +194,7 @@ pub(crate) fn release_endpoint(g: &Locked<'_>, idx: u32, gen: u32, report: &mut 
             free_channel(g, s);
             report.channels += 1;
         }
-        if c.wake.claim.load(Ordering::Relaxed) == me {
+        if c.claim.load(Ordering::Relaxed) == me {
             release_claim(c);
             report.claims += 1;
         }

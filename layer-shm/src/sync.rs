@@ -63,36 +63,70 @@ pub(crate) fn read_bytes(words: &[AtomicU64], off: usize, dst: &mut [u8]) {
     }
 }
 
+/// Below this many bytes, copies are done word by word inline: a call to
+/// `memcpy` costs more than the copy itself for a typical small message.
+#[cfg(not(loom))]
+const SMALL_COPY: usize = 256;
+
 #[cfg(not(loom))]
 fn copy_in(words: &[AtomicU64], off: usize, src: &[u8]) {
-    debug_assert!(off + src.len() <= words.len() * 8);
-    let base = words.as_ptr() as *mut u8;
-    // SAFETY: `off + src.len()` is within the array (checked by the callers'
-    // arithmetic, asserted above). `AtomicU64` has the size and layout of `u64`
-    // and is an `UnsafeCell`, so writing its bytes through a pointer derived from
-    // a shared reference is allowed. The ring protocol gives this side exclusive
-    // ownership of these bytes until it publishes them with a `Release` store.
-    unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), base.add(off), src.len()) };
-    let tail = src.len() % 8;
-    if tail != 0 {
-        let pad = 8 - tail;
-        // SAFETY: `off` is 8-aligned, so the word holding the last byte of `src`
-        // ends at `off + src.len() + pad`, still inside the array; those pad bytes
-        // belong to the same record and are owned by this side as above.
-        unsafe { std::ptr::write_bytes(base.add(off + src.len()), 0, pad) };
+    assert!(off % 8 == 0 && off + src.len() <= words.len() * 8);
+    let whole = src.len() & !7;
+    if src.len() <= SMALL_COPY {
+        let first = off / 8;
+        for (i, chunk) in src[..whole].chunks_exact(8).enumerate() {
+            let w = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+            // Relaxed: publication is the caller's Release store of the position.
+            words[first + i].store(w, Ordering::Relaxed);
+        }
+    } else {
+        let base = words.as_ptr() as *mut u8;
+        // SAFETY: `off + whole` is within the array (asserted above).
+        // `AtomicU64` has the size and layout of `u64` and is an `UnsafeCell`,
+        // so writing its bytes through a pointer derived from a shared
+        // reference is allowed. The ring protocol gives this side exclusive
+        // ownership of these bytes until it publishes them with a `Release`
+        // store.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), base.add(off), whole) };
+    }
+    let rest = &src[whole..];
+    if !rest.is_empty() {
+        // The last, partial word, zero-padded: those pad bytes belong to the
+        // same record.
+        let mut w = [0u8; 8];
+        w[..rest.len()].copy_from_slice(rest);
+        words[(off + whole) / 8].store(u64::from_le_bytes(w), Ordering::Relaxed);
     }
 }
 
 #[cfg(not(loom))]
 fn copy_out(words: &[AtomicU64], off: usize, dst: &mut [u8]) {
-    debug_assert!(off + dst.len() <= words.len() * 8);
-    let base = words.as_ptr() as *const u8;
-    // SAFETY: in bounds as in `copy_in`. The bytes were published to this side by
-    // an `Acquire` load of the position that covers them, and the writer does not
-    // touch them again until this side releases them. A hostile process could
-    // still scribble on them concurrently; the result is garbage bytes in `dst`
-    // (which every caller validates after the copy), never an out-of-bounds access.
-    unsafe { std::ptr::copy_nonoverlapping(base.add(off), dst.as_mut_ptr(), dst.len()) };
+    assert!(off % 8 == 0 && off + dst.len() <= words.len() * 8);
+    let whole = dst.len() & !7;
+    if dst.len() <= SMALL_COPY {
+        let first = off / 8;
+        for (i, chunk) in dst[..whole].chunks_exact_mut(8).enumerate() {
+            // Relaxed: the caller's Acquire load of the position made these
+            // bytes visible.
+            chunk.copy_from_slice(&words[first + i].load(Ordering::Relaxed).to_le_bytes());
+        }
+    } else {
+        let base = words.as_ptr() as *const u8;
+        // SAFETY: in bounds as in `copy_in`. The bytes were published to this
+        // side by an `Acquire` load of the position that covers them, and the
+        // writer does not touch them again until this side releases them. A
+        // hostile process could still scribble on them concurrently; the result
+        // is garbage bytes in `dst` (which every caller validates after the
+        // copy), never an out-of-bounds access.
+        unsafe { std::ptr::copy_nonoverlapping(base.add(off), dst.as_mut_ptr(), whole) };
+    }
+    let rest = &mut dst[whole..];
+    if !rest.is_empty() {
+        let w = words[(off + whole) / 8]
+            .load(Ordering::Relaxed)
+            .to_le_bytes();
+        rest.copy_from_slice(&w[..rest.len()]);
+    }
 }
 
 #[cfg(loom)]

@@ -386,3 +386,39 @@ fn a_well_known_inbox_has_one_owner_at_a_time() {
     assert_eq!(w2.try_receive_id(id, &mut out).unwrap(), Some(3));
     assert_eq!(out, b"reqr2");
 }
+
+#[test]
+fn batches_queue_up_to_capacity_and_drain_in_order() {
+    let seg = Segment::create(&Config {
+        capacity: 5,
+        ..config()
+    })
+    .unwrap();
+    let (mut tx, mut rx) = (seg.endpoint().unwrap(), seg.endpoint().unwrap());
+    let id = tx.channel("batch").unwrap();
+    let msgs: Vec<Vec<u8>> = (0..8u8).map(|i| vec![i; 3]).collect();
+    let refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
+    // Only what fits is queued; the caller learns how many.
+    assert_eq!(tx.send_many(id, b"t", &refs).unwrap(), 5);
+    assert!(matches!(tx.send_id(id, b"", b"x"), Err(SendError::Full)));
+    let rid = rx.channel("batch").unwrap();
+    let mut got = Vec::new();
+    let n = rx
+        .try_receive_many(rid, 3, |tag, payload| {
+            assert_eq!(tag, b"t");
+            got.push(payload.to_vec());
+        })
+        .unwrap();
+    assert_eq!(n, 3);
+    assert_eq!(
+        rx.try_receive_many(rid, 100, |_, p| got.push(p.to_vec()))
+            .unwrap(),
+        2
+    );
+    assert_eq!(got, msgs[..5].to_vec());
+    assert_eq!(
+        rx.try_receive_many(rid, 100, |_, _| panic!("empty"))
+            .unwrap(),
+        0
+    );
+}

@@ -252,3 +252,39 @@ fn sleeping_consumer_is_never_left_asleep_with_a_record_waiting() {
         t.join().unwrap();
     });
 }
+
+#[test]
+fn a_batch_published_once_is_seen_whole_and_released_once() {
+    loom::model(|| {
+        let m = mem(64);
+        let m2 = m.clone();
+        let t = thread::spawn(move || {
+            let mut p = Producer::new(lane(&m2, 8));
+            for round in 0..2u8 {
+                // Two records, one publication; the second round needs the
+                // consumer's single release of the first batch's space.
+                // 64 bytes: exactly the lane, so round two waits for the
+                // release of round one.
+                while !p.has_room(0, 48) {
+                    thread::yield_now();
+                }
+                p.write(b"", &[round; 24], 0).unwrap();
+                p.write(b"", &[round + 10; 8], 0).unwrap();
+                p.publish();
+            }
+        });
+        let mut c = Consumer::new(lane(&m, 8));
+        let mut out = Vec::new();
+        for round in 0..2u8 {
+            while c.take(&mut out).unwrap().is_none() {
+                thread::yield_now();
+            }
+            assert_eq!(out, [round; 24]);
+            // Published together: the second record is already there.
+            assert!(c.take(&mut out).unwrap().is_some());
+            assert_eq!(out, [round + 10; 8]);
+            c.release();
+        }
+        t.join().unwrap();
+    });
+}
