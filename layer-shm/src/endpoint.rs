@@ -110,6 +110,12 @@ pub struct Endpoint {
     counter: u64,
     /// Lane bit to start the next pop at (round robin over producers).
     rr: u32,
+    /// Whether sends hold their wake-ups until `flush_wakeups` (see
+    /// `hold_wakeups`).
+    held: bool,
+    /// Channel slots with held wake-ups, and a flag per slot.
+    pending: Vec<u32>,
+    pending_flag: Vec<bool>,
     /// Busy-wait iterations `receive` spends before sleeping (0: sleep at once).
     /// Spinning trades a core for latency; see `bench/README.md`.
     pub spin: u32,
@@ -154,6 +160,9 @@ impl Segment {
             buf: Vec::new(),
             counter: 0,
             rr: 0,
+            held: false,
+            pending: Vec::new(),
+            pending_flag: Vec::new(),
             spin: 0,
         })
     }
@@ -364,12 +373,49 @@ impl Endpoint {
         p.publish();
         (sl.tail, sl.head) = p.positions();
         if sent > 0 {
+            if self.held {
+                let slot = id.slot as usize;
+                if self.pending_flag.len() <= slot {
+                    self.pending_flag.resize(slot + 1, false);
+                }
+                if !self.pending_flag[slot] {
+                    self.pending_flag[slot] = true;
+                    self.pending.push(id.slot);
+                }
+            } else {
+                let ring = wake::notify(c);
+                if ring != 0 {
+                    self.ring_bells(ring);
+                }
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Makes sends hold their wake-ups (`true`) until [`Endpoint::flush_wakeups`],
+    /// or deliver them at once (`false`, the default; held ones are flushed).
+    ///
+    /// A producer that sends many messages in one turn of its loop (a reactor
+    /// answering a batch of completions, a worker draining its inbox) wakes
+    /// each sleeping receiver once per turn instead of once per message: a
+    /// futex wake or doorbell write costs microseconds.
+    pub fn hold_wakeups(&mut self, hold: bool) {
+        self.held = hold;
+        if !hold {
+            self.flush_wakeups();
+        }
+    }
+
+    /// Delivers the wake-ups held since the last flush.
+    pub fn flush_wakeups(&mut self) {
+        while let Some(slot) = self.pending.pop() {
+            self.pending_flag[slot as usize] = false;
+            let c = self.seg.shared.channel(slot as usize);
             let ring = wake::notify(c);
             if ring != 0 {
                 self.ring_bells(ring);
             }
         }
-        Ok(sent)
     }
 
     fn ring_bells(&mut self, mut mask: u64) {
@@ -881,6 +927,7 @@ impl Endpoint {
 
 impl Drop for Endpoint {
     fn drop(&mut self) {
+        self.flush_wakeups();
         let shared = &*self.seg.shared;
         if let Ok(g) = shared.lock() {
             reaper::release_endpoint(&g, self.idx, self.gen, &mut reaper::ReapReport::default());

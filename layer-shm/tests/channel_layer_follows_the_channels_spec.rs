@@ -422,3 +422,24 @@ fn batches_queue_up_to_capacity_and_drain_in_order() {
         0
     );
 }
+
+#[test]
+fn held_wake_ups_are_delivered_once_at_the_flush() {
+    let seg = Segment::create(&config()).unwrap();
+    let (mut rx, mut tx) = (seg.endpoint().unwrap(), seg.endpoint().unwrap());
+    let name = rx.new_channel("held.").unwrap();
+    let fd = rx.wait_fd().unwrap();
+    assert!(!rx.arm(&name).unwrap());
+    tx.hold_wakeups(true);
+    for i in 0..10u8 {
+        tx.send(&name, &[i]).unwrap();
+    }
+    // Queued, but the sleeping receiver has not been woken yet.
+    assert!(!readable(fd, 0));
+    tx.flush_wakeups();
+    assert!(readable(fd, 5000));
+    rx.drain_bell();
+    for i in 0..10u8 {
+        assert_eq!(rx.try_receive(&name).unwrap(), Some(vec![i]));
+    }
+}

@@ -50,7 +50,11 @@ fn reply(
     loop {
         match ep.send_id(id, &conn.to_le_bytes(), msg) {
             Ok(()) => return Ok(()),
-            Err(SendError::Full) => std::thread::yield_now(),
+            Err(SendError::Full) => {
+                // The reactor must be awake to drain its inbox.
+                ep.flush_wakeups();
+                std::thread::yield_now();
+            }
             Err(SendError::Other(e)) => {
                 reactors[k] = None;
                 return Err(e.to_string());
@@ -71,10 +75,13 @@ struct Deferred {
 pub fn run(segment: &str, w: usize, kind: BenchWorker) -> Result<(), String> {
     let seg = Segment::open(segment).map_err(|e| format!("opening {segment}: {e}"))?;
     let mut ep = seg.endpoint().map_err(|e| e.to_string())?;
+    // No spin by default: where the reactors, the workers and the load
+    // generator share few cores, a spinning worker takes CPU the reactors
+    // need (measured with `scripts/bench http`).
     ep.spin = std::env::var(env::SPIN)
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(2_000);
+        .unwrap_or(0);
     let inbox = ep
         .own_channel(&format!("worker.{w}!"))
         .map_err(|e| e.to_string())?;
@@ -85,6 +92,9 @@ pub fn run(segment: &str, w: usize, kind: BenchWorker) -> Result<(), String> {
     let mut out = Vec::new();
     let hello_headers = vec![(b"content-type".to_vec(), b"text/plain".to_vec())];
     let mut deferred: Vec<Deferred> = Vec::new();
+    // Replies wake each reactor once per batch (see `hold_wakeups`).
+    ep.hold_wakeups(true);
+    let mut since_flush = 0;
     loop {
         // Answer `/sleep` requests that are due.
         let now = Instant::now();
@@ -102,6 +112,12 @@ pub fn run(segment: &str, w: usize, kind: BenchWorker) -> Result<(), String> {
         }
         match ep.try_receive_id(inbox, &mut buf) {
             Ok(Some(tag_len)) => {
+                // A long busy stretch still wakes reactors regularly.
+                since_flush += 1;
+                if since_flush == 64 {
+                    ep.flush_wakeups();
+                    since_flush = 0;
+                }
                 let msg = match wire::decode_to_worker(&buf[tag_len..]) {
                     Ok(m) => m,
                     Err(e) => {
@@ -135,6 +151,8 @@ pub fn run(segment: &str, w: usize, kind: BenchWorker) -> Result<(), String> {
                 }
             }
             Ok(None) => {
+                ep.flush_wakeups();
+                since_flush = 0;
                 let next = deferred.iter().map(|d| d.due).min();
                 ep.wait(
                     inbox,

@@ -97,8 +97,21 @@ pub fn run(cfg: Config) -> Result<i32, String> {
     // Block the signals we sigwait for before any thread starts (the reaper,
     // the reactors): threads inherit the mask, so only sigwait sees them.
     let set = signal_set();
-    // SAFETY: `set` is initialised; the old mask is not needed.
-    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    // SAFETY: `set` is initialised; the old mask is not needed. Resetting the
+    // dispositions first matters: a shell starts background jobs with SIGINT
+    // and SIGQUIT ignored, and an ignored signal never reaches sigwait.
+    unsafe {
+        for sig in [
+            libc::SIGTERM,
+            libc::SIGINT,
+            libc::SIGQUIT,
+            libc::SIGHUP,
+            libc::SIGUSR2,
+        ] {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
     crate::uring::check()?;
     let threads = cfg.threads;
     let layer = LayerConfig {

@@ -174,7 +174,10 @@ fn main() {
         .into_iter()
         .map(|l| {
             std::thread::spawn(move || {
-                tokio_uring::start(async move {
+                tokio_uring::builder()
+                    .entries(1024)
+                    .uring_builder(tokio_uring::uring_builder().setup_coop_taskrun())
+                    .start(async move {
                     let dates = Rc::new(DateCache {
                         secs: std::cell::Cell::new(0),
                         response: Default::default(),

@@ -89,6 +89,9 @@ pub struct Reactor {
     shutdown_tx: watch::Sender<bool>,
     /// Signalled whenever a connection ends.
     conn_closed: Notify,
+    /// A flush of held wake-ups is scheduled (see `flusher`).
+    flush_scheduled: Cell<bool>,
+    flush_needed: Notify,
 }
 
 impl Reactor {
@@ -136,6 +139,7 @@ impl Reactor {
             match ep.send_id(wr.id.expect("resolved"), b"", msg) {
                 Ok(()) => {
                     wr.inflight += 1;
+                    self.wake_later();
                     return Ok(w);
                 }
                 Err(SendError::Full) => continue,
@@ -156,9 +160,23 @@ impl Reactor {
         let id = self.workers.borrow()[w]
             .id
             .ok_or(SendError::Other(LayerError::NoReceiver(String::new())))?;
-        self.ep.borrow_mut().send_id(id, b"", msg)
+        let sent = self.ep.borrow_mut().send_id(id, b"", msg);
+        match &sent {
+            Ok(()) => self.wake_later(),
+            // A full inbox: make sure its worker is awake to drain it.
+            Err(SendError::Full) => self.ep.borrow_mut().flush_wakeups(),
+            Err(_) => {}
+        }
+        sent
     }
 
+    /// Schedules one flush of the held wake-ups after the tasks that are
+    /// ready now have run: the requests they send wake each worker once.
+    fn wake_later(&self) {
+        if !self.flush_scheduled.replace(true) {
+            self.flush_needed.notify_one();
+        }
+    }
     /// A request on worker `w` finished (or failed).
     pub fn request_done(&self, w: usize) {
         if let Some(wr) = self.workers.borrow_mut().get_mut(w) {
@@ -276,6 +294,18 @@ async fn pump(r: Rc<Reactor>) {
     }
 }
 
+/// Delivers the endpoint's held wake-ups once per turn of the runtime: the
+/// connection tasks that sent requests in this turn run first (`yield_now`
+/// puts this task behind them), so a worker is woken once for all of them.
+async fn flusher(r: Rc<Reactor>) {
+    loop {
+        r.flush_needed.notified().await;
+        tokio::task::yield_now().await;
+        r.flush_scheduled.set(false);
+        r.ep.borrow_mut().flush_wakeups();
+    }
+}
+
 async fn accept_loop(r: Rc<Reactor>, l: Listener) {
     let mut shutdown = r.shutdown.clone();
     loop {
@@ -303,65 +333,75 @@ pub fn run(
     shared: Arc<Shared>,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
-    tokio_uring::builder().entries(1024).start(async move {
-        let setup = (|| {
-            let mut ep = shared
-                .seg
-                .endpoint()
-                .map_err(|e| format!("attaching to the layer: {e}"))?;
-            let inbox = ep
-                .own_channel(&format!("reactor.{k}!"))
-                .map_err(|e| format!("creating the inbox: {e}"))?;
-            let adopted = listeners
-                .into_iter()
-                .map(Listener::adopt)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("adopting listeners: {e}"))?;
-            Ok::<_, String>((ep, inbox, adopted))
-        })();
-        let (ep, inbox, adopted) = match setup {
-            Ok(s) => s,
-            Err(e) => {
-                let _ = ready.send(Err(format!("reactor {k}: {e}")));
-                return;
+    tokio_uring::builder()
+        .entries(1024)
+        // COOP_TASKRUN: completions do not interrupt a running reactor with an
+        // IPI; it picks them up when it next enters the kernel, which it does
+        // constantly. (Same setting as the ceiling in bench/.)
+        .uring_builder(tokio_uring::uring_builder().setup_coop_taskrun())
+        .start(async move {
+            let setup = (|| {
+                let mut ep = shared
+                    .seg
+                    .endpoint()
+                    .map_err(|e| format!("attaching to the layer: {e}"))?;
+                let inbox = ep
+                    .own_channel(&format!("reactor.{k}!"))
+                    .map_err(|e| format!("creating the inbox: {e}"))?;
+                let adopted = listeners
+                    .into_iter()
+                    .map(Listener::adopt)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| format!("adopting listeners: {e}"))?;
+                Ok::<_, String>((ep, inbox, adopted))
+            })();
+            let (ep, inbox, adopted) = match setup {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = ready.send(Err(format!("reactor {k}: {e}")));
+                    return;
+                }
+            };
+            let (shutdown_tx, shutdown) = watch::channel(false);
+            let workers = (0..shared.cfg.workers)
+                .map(|w| WorkerRef {
+                    ring: format!("worker.{w}!"),
+                    id: None,
+                    inflight: 0,
+                    retry_at: Instant::now(),
+                })
+                .collect();
+            let r = Rc::new(Reactor {
+                k,
+                cfg: shared.cfg.clone(),
+                log: shared.log.clone(),
+                ep: RefCell::new(ep),
+                inbox,
+                workers: RefCell::new(workers),
+                conns: RefCell::new(HashMap::new()),
+                next_conn: Cell::new(0),
+                shutdown,
+                shutdown_tx,
+                conn_closed: Notify::new(),
+                flush_scheduled: Cell::new(false),
+                flush_needed: Notify::new(),
+            });
+            r.ep.borrow_mut().hold_wakeups(true);
+            tokio_uring::spawn(flusher(r.clone()));
+            tokio_uring::spawn(pump(r.clone()));
+            for l in adopted {
+                tokio_uring::spawn(accept_loop(r.clone(), l));
             }
-        };
-        let (shutdown_tx, shutdown) = watch::channel(false);
-        let workers = (0..shared.cfg.workers)
-            .map(|w| WorkerRef {
-                ring: format!("worker.{w}!"),
-                id: None,
-                inflight: 0,
-                retry_at: Instant::now(),
-            })
-            .collect();
-        let r = Rc::new(Reactor {
-            k,
-            cfg: shared.cfg.clone(),
-            log: shared.log.clone(),
-            ep: RefCell::new(ep),
-            inbox,
-            workers: RefCell::new(workers),
-            conns: RefCell::new(HashMap::new()),
-            next_conn: Cell::new(0),
-            shutdown,
-            shutdown_tx,
-            conn_closed: Notify::new(),
+            let _ = ready.send(Ok(()));
+            let mut sd = r.shutdown.clone();
+            let _ = sd.wait_for(|s| *s).await;
+            // Graceful: no new connections; in-flight requests get until the deadline.
+            let deadline = tokio::time::Instant::now() + shared.cfg.graceful_timeout;
+            while !r.conns.borrow().is_empty() {
+                tokio::select! {
+                    _ = r.conn_closed.notified() => {}
+                    _ = tokio::time::sleep_until(deadline) => break,
+                }
+            }
         });
-        tokio_uring::spawn(pump(r.clone()));
-        for l in adopted {
-            tokio_uring::spawn(accept_loop(r.clone(), l));
-        }
-        let _ = ready.send(Ok(()));
-        let mut sd = r.shutdown.clone();
-        let _ = sd.wait_for(|s| *s).await;
-        // Graceful: no new connections; in-flight requests get until the deadline.
-        let deadline = tokio::time::Instant::now() + shared.cfg.graceful_timeout;
-        while !r.conns.borrow().is_empty() {
-            tokio::select! {
-                _ = r.conn_closed.notified() => {}
-                _ = tokio::time::sleep_until(deadline) => break,
-            }
-        }
-    });
 }
