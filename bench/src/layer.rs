@@ -329,7 +329,12 @@ impl LayerStream {
 
     /// As [`LayerStream::start`], but producers send with `send_many` and
     /// this process drains with `try_receive_many`, `batch` at a time.
-    pub fn start_batched(producers: usize, size: usize, waiting: Waiting, batch: usize) -> Result<Self> {
+    pub fn start_batched(
+        producers: usize,
+        size: usize,
+        waiting: Waiting,
+        batch: usize,
+    ) -> Result<Self> {
         let seg = Segment::create(&config())?;
         let mut peers = Vec::with_capacity(producers);
         for p in 0..producers {
@@ -391,7 +396,9 @@ impl Stream for LayerStream {
             while got < n {
                 let want = (n - got).min(self.batch as u64) as usize;
                 let check = &mut self.check;
-                let k = self.ep.try_receive_many(self.data, want, |_, payload| check.accept(payload))?;
+                let k = self
+                    .ep
+                    .try_receive_many(self.data, want, |_, payload| check.accept(payload))?;
                 if k == 0 {
                     stall.check()?;
                     self.ep.wait(self.data, Some(WAIT_SLICE));

@@ -71,12 +71,11 @@ struct Latency {
     p999: f64,
 }
 
-/// Runs `round_trips` round trips after a warm-up of a tenth as many, timing
-/// each with one stopwatch read (the interval between consecutive reads).
-
 /// Messages per `send_many` / `try_receive_many` call in the batched rows.
 const BATCH: usize = 64;
 
+/// Runs `round_trips` round trips after a warm-up of a tenth as many, timing
+/// each with one stopwatch read (the interval between consecutive reads).
 fn measure_latency(mut rig: Box<dyn PingPong>, round_trips: usize) -> Result<Latency> {
     for _ in 0..(round_trips / 10).max(1000) {
         rig.round_trip()?;
@@ -256,7 +255,14 @@ fn main() -> Result<()> {
     let stream_rigs: [(&str, MakeStream, Option<f64>); 9] = [
         (
             "layer SPSC 64 B",
-            || Ok(Box::new(LayerStream::start_batched(1, 64, Waiting::Spin, BATCH)?)),
+            || {
+                Ok(Box::new(LayerStream::start_batched(
+                    1,
+                    64,
+                    Waiting::Spin,
+                    BATCH,
+                )?))
+            },
             Some(30e6),
         ),
         (
@@ -271,12 +277,26 @@ fn main() -> Result<()> {
         ),
         (
             "layer SPSC 4 KiB",
-            || Ok(Box::new(LayerStream::start_batched(1, 4096, Waiting::Spin, BATCH)?)),
+            || {
+                Ok(Box::new(LayerStream::start_batched(
+                    1,
+                    4096,
+                    Waiting::Spin,
+                    BATCH,
+                )?))
+            },
             None,
         ),
         (
             "layer MPSC(2) 64 B",
-            || Ok(Box::new(LayerStream::start_batched(2, 64, Waiting::Spin, BATCH)?)),
+            || {
+                Ok(Box::new(LayerStream::start_batched(
+                    2,
+                    64,
+                    Waiting::Spin,
+                    BATCH,
+                )?))
+            },
             None,
         ),
         ("uds 64 B", || Ok(Box::new(UdsStream::start(64)?)), None),

@@ -178,18 +178,18 @@ fn main() {
                     .entries(1024)
                     .uring_builder(tokio_uring::uring_builder().setup_coop_taskrun())
                     .start(async move {
-                    let dates = Rc::new(DateCache {
-                        secs: std::cell::Cell::new(0),
-                        response: Default::default(),
-                    });
-                    let l = tokio_uring::net::TcpListener::from_std(l);
-                    loop {
-                        if let Ok((s, _)) = l.accept().await {
-                            let _ = s.set_nodelay(true);
-                            tokio_uring::spawn(serve(s, dates.clone()));
+                        let dates = Rc::new(DateCache {
+                            secs: std::cell::Cell::new(0),
+                            response: Default::default(),
+                        });
+                        let l = tokio_uring::net::TcpListener::from_std(l);
+                        loop {
+                            if let Ok((s, _)) = l.accept().await {
+                                let _ = s.set_nodelay(true);
+                                tokio_uring::spawn(serve(s, dates.clone()));
+                            }
                         }
-                    }
-                })
+                    })
             })
         })
         .collect();
