@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result, SendError};
 use crate::layout::{
-    channel_state, endpoint_state, lane_state, load_name, name_hash, store_name, ChannelSlot,
-    LANES_PER_CHANNEL, MAX_ENDPOINTS,
+    channel_state, endpoint_state, lane_state, load_name, name_eq, name_hash, store_name,
+    ChannelSlot, LANES_PER_CHANNEL, MAX_ENDPOINTS,
 };
 use crate::names::{self, parse_channel};
 use crate::ring::{Consumer, Producer, PushError};
@@ -876,7 +876,11 @@ impl Endpoint {
             if m.state.load(Ordering::Relaxed) == 1
                 && m.expires_ms.load(Ordering::Relaxed) > now
                 && m.group_hash.load(Ordering::Relaxed) == hash
-                && load_name(&m.group, m.group_len.load(Ordering::Relaxed)) == group.as_bytes()
+                && name_eq(
+                    &m.group,
+                    m.group_len.load(Ordering::Relaxed),
+                    group.as_bytes(),
+                )
             {
                 let name = load_name(&m.channel, m.channel_len.load(Ordering::Relaxed));
                 out.push(String::from_utf8_lossy(&name).into_owned());
@@ -890,14 +894,20 @@ impl Endpoint {
     pub fn group_send(&mut self, group: &str, message: &[u8]) -> Result<GroupSend> {
         let members = self.group_members(group)?;
         let mut report = GroupSend::default();
+        // Wake each member's receiver once, after all the sends.
+        let was_held = std::mem::replace(&mut self.held, true);
         for ch in &members {
             match self.send(ch, message) {
                 Ok(()) => report.sent += 1,
                 Err(SendError::Full) => report.full += 1,
                 Err(SendError::Other(Error::NoReceiver(_))) => report.gone += 1,
-                Err(SendError::Other(e)) => return Err(e),
+                Err(SendError::Other(e)) => {
+                    self.hold_wakeups(was_held);
+                    return Err(e);
+                }
             }
         }
+        self.hold_wakeups(was_held);
         Ok(report)
     }
 
@@ -963,8 +973,16 @@ fn has_messages(shared: &Shared, c: &ChannelSlot) -> bool {
 
 fn member_is(m: &crate::layout::MemberSlot, hash: u64, group: &str, channel: &str) -> bool {
     m.group_hash.load(Ordering::Relaxed) == hash
-        && load_name(&m.group, m.group_len.load(Ordering::Relaxed)) == group.as_bytes()
-        && load_name(&m.channel, m.channel_len.load(Ordering::Relaxed)) == channel.as_bytes()
+        && name_eq(
+            &m.group,
+            m.group_len.load(Ordering::Relaxed),
+            group.as_bytes(),
+        )
+        && name_eq(
+            &m.channel,
+            m.channel_len.load(Ordering::Relaxed),
+            channel.as_bytes(),
+        )
 }
 
 fn find_free_lane(shared: &Shared) -> Option<u32> {
@@ -986,11 +1004,11 @@ fn find_channel(g: &Locked<'_>, ring: &[u8]) -> Option<ChannelId> {
         let c = shared.channel(i as usize);
         (c.state.load(Ordering::Relaxed) == channel_state::ACTIVE
             && c.hash.load(Ordering::Relaxed) == hash
-            && load_name(&c.name, c.name_len.load(Ordering::Relaxed)) == ring)
-            .then(|| ChannelId {
-                slot: i,
-                gen: c.generation.load(Ordering::Relaxed),
-            })
+            && name_eq(&c.name, c.name_len.load(Ordering::Relaxed), ring))
+        .then(|| ChannelId {
+            slot: i,
+            gen: c.generation.load(Ordering::Relaxed),
+        })
     })
 }
 

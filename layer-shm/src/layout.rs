@@ -366,6 +366,16 @@ pub fn load_name(field: &[AtomicU64; NAME_WORDS], len: u32) -> Vec<u8> {
     out
 }
 
+/// Whether a name field of length `len` holds `name` (no allocation).
+pub fn name_eq(field: &[AtomicU64; NAME_WORDS], len: u32, name: &[u8]) -> bool {
+    if len as usize != name.len() || name.len() > MAX_NAME {
+        return false;
+    }
+    let mut buf = [0u8; NAME_WORDS * 8];
+    crate::sync::read_bytes(field, 0, &mut buf[..name.len()]);
+    &buf[..name.len()] == name
+}
+
 /// FNV-1a, for name hashes (not security-relevant: names are compared in full).
 pub fn name_hash(name: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
