@@ -10,6 +10,7 @@
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -92,6 +93,19 @@ fn spawn_worker(cfg: &Config, segment: &str, w: usize) -> Result<Worker, String>
     })
 }
 
+/// Counts a reactor thread as finished when dropped (also when it panics),
+/// then tells the main thread, which sigwaits, with SIGUSR2.
+struct ReactorDone(Arc<AtomicUsize>);
+
+impl Drop for ReactorDone {
+    fn drop(&mut self) {
+        // Release: pairs with the main thread's Acquire load of the count.
+        self.0.fetch_add(1, Ordering::Release);
+        // SAFETY: plain syscall.
+        unsafe { libc::kill(libc::getpid(), libc::SIGUSR2) };
+    }
+}
+
 /// Runs the server until it is stopped. Returns the process exit code.
 pub fn run(cfg: Config) -> Result<i32, String> {
     // Block the signals we sigwait for before any thread starts (the reaper,
@@ -155,15 +169,20 @@ pub fn run(cfg: Config) -> Result<i32, String> {
     });
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut handles: Vec<JoinHandle<()>> = Vec::new();
+    // Reactors that have returned (or panicked). A thread's
+    // `JoinHandle::is_finished` turns true only after its closure is done,
+    // later than the signal it sends, and two SIGUSR2s sent close together
+    // arrive as one, so the main thread counts instead: the signal that
+    // follows the last increment sees the total.
+    let finished = Arc::new(AtomicUsize::new(0));
     for (k, l) in listeners.drain(..).enumerate() {
         let (shared, ready) = (shared.clone(), ready_tx.clone());
+        let done = ReactorDone(finished.clone());
         let h = std::thread::Builder::new()
             .name(format!("ringway-reactor-{k}"))
             .spawn(move || {
+                let _done = done;
                 reactor::run(k as u16, l, shared, ready);
-                // Tell the main thread (it sigwaits) that a reactor finished.
-                // SAFETY: plain syscall.
-                unsafe { libc::kill(libc::getpid(), libc::SIGUSR2) };
             })
             .map_err(|e| format!("starting reactor thread {k}: {e}"))?;
         handles.push(h);
@@ -246,7 +265,7 @@ pub fn run(cfg: Config) -> Result<i32, String> {
                 exit_code = 1;
                 break;
             }
-            libc::SIGUSR2 if handles.iter().all(|h| h.is_finished()) => break,
+            libc::SIGUSR2 if finished.load(Ordering::Acquire) == handles.len() => break,
             _ => {}
         }
     }

@@ -83,10 +83,21 @@ impl Server {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
-    /// Waits for the server to exit; returns its exit code.
+    /// Waits up to 30 s for the server to exit; returns its exit code.
+    /// A server that does not exit fails the test (and is killed on drop).
     pub fn wait(mut self) -> i32 {
-        let st = self.child.wait().unwrap();
-        st.code().unwrap_or(-1)
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st.code().unwrap_or(-1);
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server did not exit within 30 s:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
