@@ -49,8 +49,8 @@ struct LaneView {
     lane: u32,
     /// The lane's incarnation when the view was taken.
     incarnation: u32,
+    /// Where we stopped reading (the lane's `head` as we stored it).
     head: u64,
-    tail: u64,
 }
 
 /// A receiver's saved views of a channel's lanes, by lane bit.
@@ -345,7 +345,7 @@ impl Endpoint {
         let others_mask = c.lane_mask.load(Ordering::Acquire) & !(1u64 << sl.bit);
         let others: u64 = lanes_in(others_mask)
             .filter_map(|bit| lane_at(shared, c, bit))
-            .map(|l| shared.lane(l).len() as u64)
+            .map(|l| shared.lane(l).queued() as u64)
             .sum();
         let expires = match shared.message_expiry_ms {
             0 => 0,
@@ -372,6 +372,7 @@ impl Endpoint {
         // One publication for the whole batch.
         p.publish();
         (sl.tail, sl.head) = p.positions();
+        drop(p);
         if sent > 0 {
             if self.held {
                 let slot = id.slot as usize;
@@ -431,15 +432,26 @@ impl Endpoint {
         }
     }
 
-    /// Makes sure we have a lane listed in channel `id`.
+    /// Makes sure we have a lane listed in channel `id`: a new one if we
+    /// have none, if the one we had belongs to an earlier use of the channel
+    /// slot, or if the channel's receiver retired it (DETACHED: it found a
+    /// record it could not trust).
     fn ensure_lane(&mut self, id: ChannelId) -> Result<()> {
         let slot = id.slot as usize;
-        if self
-            .lanes
-            .get(slot)
-            .is_some_and(|l| l.as_ref().is_some_and(|l| l.chan_gen == id.gen))
-        {
-            return Ok(());
+        if let Some(Some(l)) = self.lanes.get(slot) {
+            // Relaxed: the state is a hint here; a lane detached a moment ago
+            // is noticed on the next send (what was sent meanwhile is lost
+            // with the corrupt record, as the receiver reported).
+            let state = self
+                .seg
+                .shared
+                .lane_slot(l.lane as usize)
+                .meta
+                .state
+                .load(Ordering::Relaxed);
+            if l.chan_gen == id.gen && state == lane_state::ACTIVE {
+                return Ok(());
+            }
         }
         if self.lanes.len() <= slot {
             self.lanes.resize_with(slot + 1, || None);
@@ -479,7 +491,7 @@ impl Endpoint {
             }
         };
         let ls = shared.lane_slot(lane as usize);
-        ls.ctrl.reset();
+        shared.lane(lane as usize).reset();
         ls.meta.producer.store(self.idx + 1, Ordering::Relaxed);
         ls.meta.producer_gen.store(self.gen, Ordering::Relaxed);
         ls.meta.channel.store(id.slot + 1, Ordering::Relaxed);
@@ -617,7 +629,7 @@ fn pop_lanes(
         // is stale.
         let head = ls.ctrl.head.load(Ordering::Relaxed);
         let mut cons = if v.lane == lane as u32 + 1 && v.incarnation == inc && v.head == head {
-            Consumer::resume(shared.lane(lane), v.head, v.tail)
+            Consumer::resume(shared.lane(lane), v.head)
         } else {
             Consumer::new(shared.lane(lane))
         };
@@ -639,17 +651,20 @@ fn pop_lanes(
                 }
                 Err(bad) => {
                     result = Err(Error::CorruptRecord(format!(
-                        "lane {lane}, producer endpoint {}: {}",
+                        "lane {lane}, producer endpoint {}: {} (lane retired)",
                         ls.meta.producer.load(Ordering::Relaxed) as i64 - 1,
                         bad.reason
                     )));
+                    // Where its next record starts is unknowable: no one
+                    // reads this lane again; its producer moves to a new one.
+                    reaper::retire_corrupt_lane(shared, c, bit, lane);
                     break;
                 }
             }
         }
         // One hand-back of the space for everything taken from this lane.
         cons.release();
-        (v.head, v.tail) = cons.positions();
+        v.head = cons.position();
         (v.lane, v.incarnation) = (lane as u32 + 1, inc);
         result?;
         if got > 0 {
@@ -968,7 +983,7 @@ fn lane_at(shared: &Shared, c: &ChannelSlot, bit: u32) -> Option<usize> {
 fn has_messages(shared: &Shared, c: &ChannelSlot) -> bool {
     lanes_in(c.lane_mask.load(Ordering::Acquire))
         .filter_map(|bit| lane_at(shared, c, bit))
-        .any(|l| !shared.lane(l).is_empty())
+        .any(|l| shared.lane(l).has_record())
 }
 
 fn member_is(m: &crate::layout::MemberSlot, hash: u64, group: &str, channel: &str) -> bool {

@@ -26,7 +26,7 @@ use crate::sync::CachePadded;
 /// First eight bytes of every segment.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"RINGWAY\0");
 /// Bumped on every incompatible change of this file.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Distinguishes layouts that differ by architecture (the lock's size).
 pub const ARCH_TAG: u32 = (std::mem::size_of::<libc::pthread_mutex_t>() as u32)
     | (if cfg!(target_arch = "x86_64") {

@@ -5,7 +5,7 @@
 //!
 //! | held                                   | recovery                                   |
 //! |----------------------------------------|--------------------------------------------|
-//! | a half-written record in its lane      | invisible: `tail` was never advanced        |
+//! | a half-written record in its lane      | invisible: its commit word was never stored |
 //! | published records in its lanes         | lanes become ORPHANED; their consumer drains them, then frees them |
 //! | its process-specific channels          | freed; other producers' lanes in them DETACHED |
 //! | group memberships of those channels    | removed                                      |
@@ -159,7 +159,7 @@ fn listed_at(shared: &Shared, lane: u32) -> Option<(u32, u32)> {
 
 fn free_lane(shared: &Shared, lane: u32) {
     let ls = shared.lane_slot(lane as usize);
-    ls.ctrl.reset();
+    shared.lane(lane as usize).reset();
     ls.meta.producer.store(0, Ordering::Relaxed);
     ls.meta.channel.store(0, Ordering::Relaxed);
     ls.meta.state.store(lane_state::FREE, Ordering::Release);
@@ -296,13 +296,37 @@ pub(crate) fn free_drained_orphan(shared: &Shared, c: &ChannelSlot, bit: u32, la
     let ls = shared.lane_slot(lane);
     if ls.meta.state.load(Ordering::Relaxed) != lane_state::ORPHANED
         || c.lanes[bit as usize].load(Ordering::Relaxed) as usize != lane + 1
-        || !shared.lane(lane).is_empty()
+        || shared.lane(lane).has_record()
     {
         return;
     }
     c.lane_mask.fetch_and(!(1u64 << bit), Ordering::Relaxed);
     c.lanes[bit as usize].store(0, Ordering::Relaxed);
     free_lane(shared, lane as u32);
+}
+
+/// Takes a lane its consumer found a corrupt record in out of its channel
+/// (called by the consumer: the claim holder or owner). A live producer
+/// notices the DETACHED state on its next send, frees the lane and takes a
+/// new one; a dead producer's lane is freed now.
+pub(crate) fn retire_corrupt_lane(shared: &Shared, c: &ChannelSlot, bit: u32, lane: usize) {
+    let Ok(_g) = shared.lock() else { return };
+    if c.lanes[bit as usize].load(Ordering::Relaxed) as usize != lane + 1 {
+        return;
+    }
+    c.lane_mask.fetch_and(!(1u64 << bit), Ordering::Relaxed);
+    c.lanes[bit as usize].store(0, Ordering::Relaxed);
+    let meta = &shared.lane_slot(lane).meta;
+    let live = endpoint_live(
+        shared,
+        meta.producer.load(Ordering::Relaxed),
+        meta.producer_gen.load(Ordering::Relaxed),
+    );
+    if live && meta.state.load(Ordering::Relaxed) == lane_state::ACTIVE {
+        meta.state.store(lane_state::DETACHED, Ordering::Release);
+    } else {
+        free_lane(shared, lane as u32);
+    }
 }
 
 /// A thread that reaps dead endpoints as soon as their process exits.

@@ -39,6 +39,7 @@ impl<T> std::ops::Deref for CachePadded<T> {
 /// be longer than the array. The bytes of the last word past `src` are zeroed.
 /// The caller must own the bytes it writes (for a lane: the free space between
 /// `tail` and `head + capacity`, see [`crate::ring`]).
+#[inline]
 pub(crate) fn write_bytes(words: &[AtomicU64], off: usize, src: &[u8]) {
     let total = words.len() * 8;
     debug_assert!(off % 8 == 0 && off < total && src.len() <= total);
@@ -52,6 +53,7 @@ pub(crate) fn write_bytes(words: &[AtomicU64], off: usize, src: &[u8]) {
 /// Copies `dst.len()` bytes out of `words`, starting at byte offset `off` and
 /// wrapping around the end of the array. Same preconditions as [`write_bytes`];
 /// the caller must own the bytes it reads (for a lane: between `head` and `tail`).
+#[inline]
 pub(crate) fn read_bytes(words: &[AtomicU64], off: usize, dst: &mut [u8]) {
     let total = words.len() * 8;
     debug_assert!(off % 8 == 0 && off < total && dst.len() <= total);
@@ -69,6 +71,7 @@ pub(crate) fn read_bytes(words: &[AtomicU64], off: usize, dst: &mut [u8]) {
 const SMALL_COPY: usize = 256;
 
 #[cfg(not(loom))]
+#[inline]
 fn copy_in(words: &[AtomicU64], off: usize, src: &[u8]) {
     assert!(off % 8 == 0 && off + src.len() <= words.len() * 8);
     let whole = src.len() & !7;
@@ -100,6 +103,7 @@ fn copy_in(words: &[AtomicU64], off: usize, src: &[u8]) {
 }
 
 #[cfg(not(loom))]
+#[inline]
 fn copy_out(words: &[AtomicU64], off: usize, dst: &mut [u8]) {
     assert!(off % 8 == 0 && off + dst.len() <= words.len() * 8);
     let whole = dst.len() & !7;

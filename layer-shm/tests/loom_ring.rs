@@ -37,7 +37,7 @@ fn lane(m: &Mem, max_msgs: u32) -> Lane<'_> {
         &m.data,
         LaneLimits {
             max_msgs,
-            max_record: m.data.len() * 8,
+            max_record: m.data.len() * 8 - ringway_layer_shm::ring::SLACK,
         },
     )
 }
@@ -85,8 +85,9 @@ fn push_pop_delivers_complete_records_in_order() {
 
 #[test]
 fn records_wrap_around_a_full_lane_intact() {
-    // 64 bytes hold two 24-byte records; the third waits for room (Full) and
-    // then wraps around the end of the data area.
+    // 64 bytes hold two 24-byte records (and the 8-byte terminator); the
+    // third waits for room (Full) and then wraps around the end of the data
+    // area.
     loom::model(|| {
         let m = mem(64);
         let m2 = m.clone();
@@ -240,7 +241,7 @@ fn sleeping_consumer_is_never_left_asleep_with_a_record_waiting() {
             sleep_unless(
                 &wake.0,
                 &wake.1,
-                || !l.is_empty(),
+                || l.has_record(),
                 |e| {
                     while wake.0.load(Ordering::Acquire) == e {
                         thread::yield_now();
@@ -261,14 +262,13 @@ fn a_batch_published_once_is_seen_whole_and_released_once() {
         let t = thread::spawn(move || {
             let mut p = Producer::new(lane(&m2, 8));
             for round in 0..2u8 {
-                // Two records, one publication; the second round needs the
-                // consumer's single release of the first batch's space.
-                // 64 bytes: exactly the lane, so round two waits for the
-                // release of round one.
-                while !p.has_room(0, 48) {
+                // Two records (32 + 24 bytes), one publication; with the
+                // terminator that is the whole lane, so round two waits for
+                // the consumer's single release of round one.
+                while !p.has_room(0, 40) {
                     thread::yield_now();
                 }
-                p.write(b"", &[round; 24], 0).unwrap();
+                p.write(b"", &[round; 16], 0).unwrap();
                 p.write(b"", &[round + 10; 8], 0).unwrap();
                 p.publish();
             }
@@ -279,12 +279,60 @@ fn a_batch_published_once_is_seen_whole_and_released_once() {
             while c.take(&mut out).unwrap().is_none() {
                 thread::yield_now();
             }
-            assert_eq!(out, [round; 24]);
+            assert_eq!(out, [round; 16]);
             // Published together: the second record is already there.
             assert!(c.take(&mut out).unwrap().is_some());
             assert_eq!(out, [round + 10; 8]);
             c.release();
         }
         t.join().unwrap();
+    });
+}
+
+#[test]
+fn a_stale_commit_word_from_the_last_lap_is_never_read() {
+    // Records of 24, 24 and 16 bytes fill 64; the fourth starts again at
+    // offset 0, where the first record's commit word still lies. Only the
+    // terminator that the third record's write put there keeps the consumer
+    // from taking that stale word for the fourth record.
+    loom::model(|| {
+        let m = mem(64);
+        let m2 = m.clone();
+        let t = thread::spawn(move || {
+            let mut p = Producer::new(lane(&m2, 8));
+            push_blocking(&mut p, b"", &[1; 8]);
+            push_blocking(&mut p, b"", &[2; 8]);
+            push_blocking(&mut p, b"", &[]);
+            push_blocking(&mut p, b"", &[4; 8]);
+        });
+        let mut c = Consumer::new(lane(&m, 8));
+        let mut out = Vec::new();
+        for want in [&[1u8; 8][..], &[2; 8], &[], &[4; 8]] {
+            pop_blocking(&mut c, &mut out);
+            assert_eq!(out, want);
+        }
+        t.join().unwrap();
+    });
+}
+
+#[test]
+fn a_consumer_ahead_of_tail_never_makes_a_lane_look_full() {
+    // Another producer counts this lane's records for the channel's
+    // capacity while the consumer may take a record before its `tail`
+    // store: the count must stay 0 or 1, never wrap to a huge number.
+    loom::model(|| {
+        let m = mem(64);
+        let (m2, m3) = (m.clone(), m.clone());
+        let t = thread::spawn(move || {
+            Producer::new(lane(&m2, 8)).push(b"", &[5; 8], 0).unwrap();
+        });
+        let counter = thread::spawn(move || lane(&m3, 8).queued());
+        let mut c = Consumer::new(lane(&m, 8));
+        let mut out = Vec::new();
+        pop_blocking(&mut c, &mut out);
+        assert_eq!(out, [5; 8]);
+        assert!(counter.join().unwrap() <= 1);
+        t.join().unwrap();
+        assert_eq!(lane(&m, 8).queued(), 0);
     });
 }
