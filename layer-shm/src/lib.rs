@@ -44,7 +44,7 @@ pub use error::{Error, Result, SendError};
 #[cfg(not(loom))]
 pub use reaper::{ReapReport, Reaper};
 #[cfg(not(loom))]
-pub use segment::{Config, Segment, Stats};
+pub use segment::{remove_stale, Config, Segment, Stats};
 
 /// `CLOCK_MONOTONIC` in milliseconds, the clock message deadlines use.
 #[cfg(not(loom))]

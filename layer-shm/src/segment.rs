@@ -76,6 +76,53 @@ impl Config {
     }
 }
 
+/// Removes what creators that are no longer running left in `dir`: a server
+/// killed with SIGKILL cannot remove its segment, whose written pages stay in
+/// the tmpfs (RAM) until someone does. Removed are files named
+/// `ringway-<pid>-<hex>` and their doorbells (`<segment>.bell.*`,
+/// `<segment>.reaper`), owned by this user, whose `<pid>` is not a process
+/// now. A pid that names a live process, even an unrelated one that reused
+/// it, keeps its files: a segment someone may still use is never removed.
+/// (This assumes one pid namespace per `dir`, as a container's private
+/// `/dev/shm` is.) Returns the files removed. [`Segment::create`] calls it.
+pub fn remove_stale(dir: &Path) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return removed;
+    };
+    // SAFETY: plain syscall without arguments.
+    let me = unsafe { libc::geteuid() };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(creator_pid) else {
+            continue;
+        };
+        let ours = std::os::unix::fs::MetadataExt::uid(&match e.metadata() {
+            Ok(m) => m,
+            Err(_) => continue,
+        }) == me;
+        if ours && pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists() {
+            let path = e.path();
+            if std::fs::remove_file(&path).is_ok() {
+                removed.push(path);
+            }
+        }
+    }
+    removed
+}
+
+/// The creator's pid in a segment's (or doorbell's) file name
+/// `ringway-<pid>-<24 hex digits>[.<suffix>]`; `None` for any other name.
+fn creator_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix("ringway-")?;
+    let (pid, rest) = rest.split_once('-')?;
+    let hex = rest.split_once('.').map_or(rest, |(h, _)| h);
+    if hex.len() != 24 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
 /// A mapped segment. Cheap to clone; the mapping lives while any clone does.
 /// Dropping the creator's last clone removes the file.
 #[derive(Clone)]
@@ -125,6 +172,7 @@ impl Segment {
             slot.pattern[..pattern.len()].copy_from_slice(pattern.as_bytes());
         }
         let layout = geo.layout();
+        remove_stale(&config.dir);
         let mut rand = [0u8; 12];
         sys::random_bytes(&mut rand).map_err(|e| Error::io("reading random bytes", e))?;
         let hex: String = rand.iter().map(|b| format!("{b:02x}")).collect();
