@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use ringway_layer_shm::{ChannelId, Endpoint, Segment, SendError};
 
-use crate::asgi::wire::{self, ToWorker};
+use crate::asgi::wire::{self, Route, ToWorker};
 use crate::config::BenchWorker;
 
 const HELLO: &[u8] = b"Hello, world!";
@@ -71,6 +71,11 @@ struct Deferred {
     req: u32,
 }
 
+/// Most messages taken from the inbox per batch: the replies to a batch are
+/// sent before the next is taken, and each batch ends with a flush of the held
+/// wake-ups, so a long busy stretch still wakes sleeping reactors this often.
+const BATCH: usize = 64;
+
 /// Runs worker `w` until the process is killed.
 pub fn run(segment: &str, w: usize, kind: BenchWorker) -> Result<(), String> {
     let seg = Segment::open(segment).map_err(|e| format!("opening {segment}: {e}"))?;
@@ -88,79 +93,98 @@ pub fn run(segment: &str, w: usize, kind: BenchWorker) -> Result<(), String> {
     println!("ready");
     std::io::stdout().flush().map_err(|e| e.to_string())?;
     let mut reactors = Vec::new();
-    let mut buf = Vec::new();
     let mut out = Vec::new();
-    let hello_headers = vec![(b"content-type".to_vec(), b"text/plain".to_vec())];
+    // Every hello response is the same message but for its request number.
+    let mut hello = Vec::new();
+    wire::encode_start(
+        &mut hello,
+        0,
+        200,
+        &[(b"content-type".to_vec(), b"text/plain".to_vec())],
+        false,
+        Some((HELLO, false)),
+    );
+    // Messages of the current batch: the routes of hello's requests, or
+    // echo's messages copied out of the layer (`[len:u32 LE][message]`
+    // each), since replying needs the endpoint the receive call holds.
+    let mut routes: Vec<Route> = Vec::with_capacity(BATCH);
+    let mut batch: Vec<u8> = Vec::new();
     let mut deferred: Vec<Deferred> = Vec::new();
     // Replies wake each reactor once per batch (see `hold_wakeups`).
     ep.hold_wakeups(true);
-    let mut since_flush = 0;
     loop {
-        // Answer `/sleep` requests that are due.
-        let now = Instant::now();
-        while let Some(i) = deferred.iter().position(|d| d.due <= now) {
-            let d = deferred.swap_remove(i);
-            wire::encode_start(
-                &mut out,
-                d.req,
-                200,
-                &hello_headers,
-                false,
-                Some((b"slept", false)),
-            );
-            let _ = reply(&mut ep, &mut reactors, d.reactor, d.conn, &out);
+        if !deferred.is_empty() {
+            answer_due(&mut ep, &mut reactors, &mut out, &mut deferred);
         }
-        match ep.try_receive_id(inbox, &mut buf) {
-            Ok(Some(tag_len)) => {
-                // A long busy stretch still wakes reactors regularly.
-                since_flush += 1;
-                if since_flush == 64 {
-                    ep.flush_wakeups();
-                    since_flush = 0;
-                }
-                let msg = match wire::decode_to_worker(&buf[tag_len..]) {
-                    Ok(m) => m,
-                    Err(e) => {
-                        eprintln!("ringway worker {w}: {e}");
-                        continue;
-                    }
-                };
-                match (kind, msg) {
-                    (BenchWorker::Hello, ToWorker::Request { route, .. }) => {
-                        wire::encode_start(
-                            &mut out,
-                            route.req,
-                            200,
-                            &hello_headers,
-                            false,
-                            Some((HELLO, false)),
-                        );
-                        if let Err(e) =
-                            reply(&mut ep, &mut reactors, route.reactor, route.conn, &out)
-                        {
-                            eprintln!("ringway worker {w}: replying: {e}");
-                        }
-                    }
-                    // Hello never reads the body; a disconnect needs nothing.
-                    (BenchWorker::Hello, _) => {}
-                    (BenchWorker::Echo, m) => {
-                        if let Err(e) = echo(&mut ep, &mut reactors, &mut out, &mut deferred, m) {
-                            eprintln!("ringway worker {w}: replying: {e}");
-                        }
-                    }
-                }
+        routes.clear();
+        batch.clear();
+        let got = ep.try_receive_many(inbox, BATCH, |_tag, msg| match kind {
+            // Hello answers every request alike: it reads the kind and the
+            // route and nothing else (a body chunk or a disconnect needs no
+            // answer).
+            BenchWorker::Hello => match wire::peek_to_worker(msg) {
+                Ok((wire::kind::HTTP_REQUEST, route)) => routes.push(route),
+                Ok(_) => {}
+                Err(e) => eprintln!("ringway worker {w}: {e}"),
+            },
+            BenchWorker::Echo => {
+                batch.extend_from_slice(&(msg.len() as u32).to_le_bytes());
+                batch.extend_from_slice(msg);
             }
-            Ok(None) => {
+        });
+        match got {
+            Ok(0) => {
                 ep.flush_wakeups();
-                since_flush = 0;
                 let next = deferred.iter().map(|d| d.due).min();
                 ep.wait(
                     inbox,
                     next.map(|d| d.saturating_duration_since(Instant::now())),
                 );
+                continue;
             }
-            Err(e) => eprintln!("ringway worker {w}: inbox: {e}"),
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("ringway worker {w}: inbox: {e}");
+                continue;
+            }
         }
+        for route in &routes {
+            wire::set_reply_req(&mut hello, route.req);
+            if let Err(e) = reply(&mut ep, &mut reactors, route.reactor, route.conn, &hello) {
+                eprintln!("ringway worker {w}: replying: {e}");
+            }
+        }
+        let mut at = 0;
+        while at < batch.len() {
+            let len = u32::from_le_bytes(batch[at..at + 4].try_into().expect("4 bytes")) as usize;
+            let msg = &batch[at + 4..at + 4 + len];
+            at += 4 + len;
+            match wire::decode_to_worker(msg) {
+                Ok(m) => {
+                    if let Err(e) = echo(&mut ep, &mut reactors, &mut out, &mut deferred, m) {
+                        eprintln!("ringway worker {w}: replying: {e}");
+                    }
+                }
+                Err(e) => eprintln!("ringway worker {w}: {e}"),
+            }
+        }
+        ep.flush_wakeups();
+    }
+}
+
+/// Answers the `/sleep` requests that are due.
+fn answer_due(
+    ep: &mut Endpoint,
+    reactors: &mut Vec<Option<ChannelId>>,
+    out: &mut Vec<u8>,
+    deferred: &mut Vec<Deferred>,
+) {
+    let now = Instant::now();
+    let text = [(b"content-type".to_vec(), b"text/plain".to_vec())];
+    while let Some(i) = deferred.iter().position(|d| d.due <= now) {
+        let d = deferred.swap_remove(i);
+        wire::encode_start(out, d.req, 200, &text, false, Some((b"slept", false)));
+        let _ = reply(ep, reactors, d.reactor, d.conn, out);
     }
 }
 
@@ -195,8 +219,8 @@ fn echo(
             let (k, c, req) = (route.reactor, route.conn, route.req);
             let path = scope
                 .path
-                .strip_prefix(scope.root_path.as_str())
-                .unwrap_or(&scope.path);
+                .strip_prefix(scope.root_path)
+                .unwrap_or(scope.path);
             let path = if path.starts_with("/scope") {
                 "/scope"
             } else {
@@ -204,7 +228,7 @@ fn echo(
             };
             match path {
                 "/big" => {
-                    let n: usize = query_param(&scope.query_string, "n")
+                    let n: usize = query_param(scope.query_string, "n")
                         .and_then(|v| v.parse().ok())
                         .unwrap_or(10 << 20);
                     let len = vec![(b"content-length".to_vec(), n.to_string().into_bytes())];
@@ -221,10 +245,10 @@ fn echo(
                     Ok(())
                 }
                 "/sleep" => {
-                    let ms: u64 = query_param(&scope.query_string, "ms")
+                    let ms: u64 = query_param(scope.query_string, "ms")
                         .and_then(|v| v.parse().ok())
                         .unwrap_or(100);
-                    if let Some(tag) = query_param(&scope.query_string, "tag") {
+                    if let Some(tag) = query_param(scope.query_string, "tag") {
                         // Tests wait for this line to know the request is in flight.
                         eprintln!("echo worker: sleeping request {tag}");
                     }
@@ -254,7 +278,7 @@ fn echo(
                     reply(ep, reactors, k, c, out)
                 }
                 "/pathsend" => {
-                    let path = query_param(&scope.query_string, "path")
+                    let path = query_param(scope.query_string, "path")
                         .unwrap_or("/dev/null")
                         .to_owned();
                     wire::encode_start(out, req, 200, &text, false, None);
@@ -279,8 +303,8 @@ fn echo(
                         "method={}\npath={}\nraw_path={}\nquery_string={}\nroot_path={}\nscheme={}\nhttp_version={}\nclient={:?}\nserver={:?}\nheaders={}\n",
                         s.method,
                         s.path,
-                        String::from_utf8_lossy(&s.raw_path),
-                        String::from_utf8_lossy(&s.query_string),
+                        String::from_utf8_lossy(s.raw_path),
+                        String::from_utf8_lossy(s.query_string),
                         s.root_path,
                         if s.https { "https" } else { "http" },
                         if s.http11 { "1.1" } else { "1.0" },

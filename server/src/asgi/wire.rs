@@ -32,8 +32,11 @@
 //! ```
 //!
 //! `version` is 0 for HTTP/1.0 and 1 for HTTP/1.1; `scheme` 0 for http, 1 for
-//! https. Decoders check every length against the bytes present: a message
-//! from a worker is untrusted.
+//! https. Decoders check every length against the bytes present (a message
+//! from a worker is untrusted) and borrow the message: strings and bodies are
+//! slices of it and `headers` is a checked [`Headers`] view, so decoding
+//! allocates nothing. The server writes `http.request` straight from the
+//! parsed request head (`scope::encode_request`, with the writers in [`put`]).
 
 use std::fmt;
 
@@ -74,33 +77,129 @@ pub struct Route {
     pub req: u32,
 }
 
-/// The HTTP connection scope of ASGI (www spec 2.5), as sent to a worker.
+/// Bytes of a route on the wire.
+pub const ROUTE_LEN: usize = 2 + 8 + 4;
+
+/// The HTTP connection scope of ASGI (www spec 2.5), as a worker decodes it:
+/// every field borrows the message.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Scope {
+pub struct Scope<'a> {
     /// `"1.0"` or `"1.1"`, as 0 or 1.
     pub http11: bool,
     /// `https` (from a trusted `X-Forwarded-Proto`) or `http`.
     pub https: bool,
     /// Method, upper case as sent.
-    pub method: String,
+    pub method: &'a str,
     /// Percent-decoded path (UTF-8; invalid sequences replaced).
-    pub path: String,
+    pub path: &'a str,
     /// The path as sent.
-    pub raw_path: Vec<u8>,
+    pub raw_path: &'a [u8],
     /// The query string as sent, without `?`.
-    pub query_string: Vec<u8>,
+    pub query_string: &'a [u8],
     /// `root_path` (the `--root-path` option).
-    pub root_path: String,
+    pub root_path: &'a str,
     /// Lower-cased header names and their values, in order, duplicates kept.
-    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+    pub headers: Headers<'a>,
     /// The client's address (after trusted `X-Forwarded-For`).
-    pub client: Option<(String, u16)>,
+    pub client: Option<(&'a str, u16)>,
     /// The server's address.
-    pub server: Option<(String, u16)>,
+    pub server: Option<(&'a str, u16)>,
 }
 
-/// Header fields: (name, value) pairs in order.
-pub type Headers = Vec<(Vec<u8>, Vec<u8>)>;
+/// Header fields inside a message (`headers` in the grammar), already
+/// checked to be well-formed: iterating cannot fail and allocates nothing.
+#[derive(Clone, Copy)]
+pub struct Headers<'a> {
+    /// How many `(name, value)` pairs `bytes` holds.
+    count: u16,
+    /// The pairs, `name:str16 value:str16` each; every length was checked
+    /// against the bytes present when the view was made.
+    bytes: &'a [u8],
+}
+
+impl<'a> Headers<'a> {
+    /// How many fields there are.
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The fields, in order.
+    pub fn iter(&self) -> HeadersIter<'a> {
+        HeadersIter {
+            left: self.count,
+            bytes: self.bytes,
+        }
+    }
+
+    /// Copies the fields into an owned list.
+    pub fn to_vec(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.iter().map(|(n, v)| (n.to_vec(), v.to_vec())).collect()
+    }
+}
+
+impl PartialEq for Headers<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.count == other.count && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Headers<'_> {}
+
+impl fmt::Debug for Headers<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(
+                self.iter()
+                    .map(|(n, v)| (String::from_utf8_lossy(n), String::from_utf8_lossy(v))),
+            )
+            .finish()
+    }
+}
+
+impl crate::h1::Fields for Headers<'_> {
+    fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.iter()
+    }
+}
+
+/// Iterator over [`Headers`].
+#[derive(Clone)]
+pub struct HeadersIter<'a> {
+    left: u16,
+    bytes: &'a [u8],
+}
+
+impl<'a> HeadersIter<'a> {
+    /// Splits a `str16` off the front. The view was checked when it was made.
+    fn str16(&mut self) -> &'a [u8] {
+        let n = u16::from_le_bytes([self.bytes[0], self.bytes[1]]) as usize;
+        let (s, rest) = self.bytes[2..].split_at(n);
+        self.bytes = rest;
+        s
+    }
+}
+
+impl<'a> Iterator for HeadersIter<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let name = self.str16();
+        Some((name, self.str16()))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left as usize, Some(self.left as usize))
+    }
+}
 
 /// A malformed message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,74 +215,86 @@ impl std::error::Error for WireError {}
 
 // ----- writing ---------------------------------------------------------------
 
-fn put_route(out: &mut Vec<u8>, r: Route) {
-    out.extend_from_slice(&r.reactor.to_le_bytes());
-    out.extend_from_slice(&r.conn.to_le_bytes());
-    out.extend_from_slice(&r.req.to_le_bytes());
-}
+/// Field writers in the grammar's terms, for the encoders here and for
+/// `scope::encode_request`, which writes `http.request` straight from a
+/// parsed request head.
+pub mod put {
+    use super::Route;
 
-fn put_str8(out: &mut Vec<u8>, s: &[u8]) {
-    let n = s.len().min(u8::MAX as usize);
-    out.push(n as u8);
-    out.extend_from_slice(&s[..n]);
-}
-
-fn put_str16(out: &mut Vec<u8>, s: &[u8]) {
-    let n = s.len().min(u16::MAX as usize);
-    out.extend_from_slice(&(n as u16).to_le_bytes());
-    out.extend_from_slice(&s[..n]);
-}
-
-fn put_headers(out: &mut Vec<u8>, headers: &[(Vec<u8>, Vec<u8>)]) {
-    let n = headers.len().min(u16::MAX as usize);
-    out.extend_from_slice(&(n as u16).to_le_bytes());
-    for (k, v) in &headers[..n] {
-        put_str16(out, k);
-        put_str16(out, v);
+    /// `route`.
+    pub fn route(out: &mut Vec<u8>, r: Route) {
+        out.extend_from_slice(&r.reactor.to_le_bytes());
+        out.extend_from_slice(&r.conn.to_le_bytes());
+        out.extend_from_slice(&r.req.to_le_bytes());
     }
-}
 
-fn put_addr(out: &mut Vec<u8>, a: &Option<(String, u16)>) {
-    match a {
-        None => out.push(0),
-        Some((host, port)) => {
-            out.push(1);
-            put_str8(out, host.as_bytes());
-            out.extend_from_slice(&port.to_le_bytes());
+    /// `str8`, cut at 255 bytes.
+    pub fn str8(out: &mut Vec<u8>, s: &[u8]) {
+        let n = s.len().min(u8::MAX as usize);
+        out.push(n as u8);
+        out.extend_from_slice(&s[..n]);
+    }
+
+    /// `str16`, cut at 65,535 bytes.
+    pub fn str16(out: &mut Vec<u8>, s: &[u8]) {
+        let n = s.len().min(u16::MAX as usize);
+        out.extend_from_slice(&(n as u16).to_le_bytes());
+        out.extend_from_slice(&s[..n]);
+    }
+
+    /// A `str16` holding UTF-8 that `write` appends to `out` (the caller
+    /// needs no buffer of its own). Text longer than 65,535 bytes is cut at
+    /// the last character boundary before that, so it stays UTF-8.
+    pub fn text16_with(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
+        let at = out.len();
+        out.extend_from_slice(&[0, 0]);
+        write(out);
+        let mut n = out.len() - at - 2;
+        if n > u16::MAX as usize {
+            n = u16::MAX as usize;
+            // A UTF-8 continuation byte is 0b10xx_xxxx: back up to a lead byte.
+            while n > 0 && (out[at + 2 + n] & 0xc0) == 0x80 {
+                n -= 1;
+            }
+            out.truncate(at + 2 + n);
+        }
+        out[at..at + 2].copy_from_slice(&(n as u16).to_le_bytes());
+    }
+
+    /// `headers`, at most 65,535 of them.
+    pub fn headers<'h>(out: &mut Vec<u8>, headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>) {
+        let at = out.len();
+        out.extend_from_slice(&[0, 0]);
+        let mut n = 0u16;
+        for (k, v) in headers {
+            if n == u16::MAX {
+                break;
+            }
+            str16(out, k);
+            str16(out, v);
+            n += 1;
+        }
+        out[at..at + 2].copy_from_slice(&n.to_le_bytes());
+    }
+
+    /// `addr`.
+    pub fn addr(out: &mut Vec<u8>, a: Option<(&str, u16)>) {
+        match a {
+            None => out.push(0),
+            Some((host, port)) => {
+                out.push(1);
+                str8(out, host.as_bytes());
+                out.extend_from_slice(&port.to_le_bytes());
+            }
         }
     }
-}
-
-/// Encodes the first message of a request (`http.request` with its scope).
-pub fn encode_request(
-    out: &mut Vec<u8>,
-    route: Route,
-    scope: &Scope,
-    body: &[u8],
-    more_body: bool,
-) {
-    out.clear();
-    out.push(kind::HTTP_REQUEST);
-    put_route(out, route);
-    out.push(u8::from(scope.http11));
-    out.push(u8::from(scope.https));
-    put_str8(out, scope.method.as_bytes());
-    put_str16(out, scope.path.as_bytes());
-    put_str16(out, &scope.raw_path);
-    put_str16(out, &scope.query_string);
-    put_str16(out, scope.root_path.as_bytes());
-    put_headers(out, &scope.headers);
-    put_addr(out, &scope.client);
-    put_addr(out, &scope.server);
-    out.push(u8::from(more_body));
-    out.extend_from_slice(body);
 }
 
 /// Encodes a further request body chunk.
 pub fn encode_body(out: &mut Vec<u8>, route: Route, body: &[u8], more_body: bool) {
     out.clear();
     out.push(kind::HTTP_BODY);
-    put_route(out, route);
+    put::route(out, route);
     out.push(u8::from(more_body));
     out.extend_from_slice(body);
 }
@@ -192,7 +303,7 @@ pub fn encode_body(out: &mut Vec<u8>, route: Route, body: &[u8], more_body: bool
 pub fn encode_disconnect(out: &mut Vec<u8>, route: Route) {
     out.clear();
     out.push(kind::HTTP_DISCONNECT);
-    put_route(out, route);
+    put::route(out, route);
 }
 
 /// Encodes `http.response.start`, with the first body chunk if given.
@@ -209,7 +320,7 @@ pub fn encode_start(
     out.extend_from_slice(&req.to_le_bytes());
     out.extend_from_slice(&status.to_le_bytes());
     out.push(u8::from(trailers));
-    put_headers(out, headers);
+    put::headers(out, headers.iter().map(|(k, v)| (&k[..], &v[..])));
     match body {
         None => out.push(0),
         Some((b, more)) => {
@@ -218,6 +329,12 @@ pub fn encode_start(
             out.extend_from_slice(b);
         }
     }
+}
+
+/// Sets the request number of an encoded reply (every reply starts with
+/// `kind req:u32`), so a worker can reuse one encoded response.
+pub fn set_reply_req(msg: &mut [u8], req: u32) {
+    msg[1..5].copy_from_slice(&req.to_le_bytes());
 }
 
 /// Encodes `http.response.body`.
@@ -235,7 +352,7 @@ pub fn encode_trailers(out: &mut Vec<u8>, req: u32, headers: &[(Vec<u8>, Vec<u8>
     out.push(kind::RESPONSE_TRAILERS);
     out.extend_from_slice(&req.to_le_bytes());
     out.push(u8::from(more));
-    put_headers(out, headers);
+    put::headers(out, headers.iter().map(|(k, v)| (&k[..], &v[..])));
 }
 
 /// Encodes `http.response.pathsend`.
@@ -341,30 +458,33 @@ impl<'a> Reader<'a> {
             req: self.u32("route")?,
         })
     }
-    fn headers(&mut self) -> Result<Headers, WireError> {
-        let n = self.u16("header count")? as usize;
+    /// Checks every length of a `headers` field once and returns a view that
+    /// iterates it without checks.
+    fn headers(&mut self) -> Result<Headers<'a>, WireError> {
+        let count = self.u16("header count")?;
         // Each header takes at least 4 bytes: refuse counts the message cannot hold.
-        if n * 4 > self.buf.len() - self.at {
+        if count as usize * 4 > self.buf.len() - self.at {
             return Err(WireError(format!(
-                "{n} headers in {} bytes",
+                "{count} headers in {} bytes",
                 self.buf.len() - self.at
             )));
         }
-        (0..n)
-            .map(|_| {
-                Ok((
-                    self.str16("header name")?.to_vec(),
-                    self.str16("header value")?.to_vec(),
-                ))
-            })
-            .collect()
+        let start = self.at;
+        for _ in 0..count {
+            self.str16("header name")?;
+            self.str16("header value")?;
+        }
+        Ok(Headers {
+            count,
+            bytes: &self.buf[start..self.at],
+        })
     }
-    fn addr(&mut self) -> Result<Option<(String, u16)>, WireError> {
+    fn addr(&mut self) -> Result<Option<(&'a str, u16)>, WireError> {
         if !self.flag("address")? {
             return Ok(None);
         }
         let host = self.str8("address host")?;
-        let host = self.utf8(host, "address host")?.to_owned();
+        let host = self.utf8(host, "address host")?;
         Ok(Some((host, self.u16("address port")?)))
     }
     fn rest(&mut self) -> &'a [u8] {
@@ -384,7 +504,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// A message for a worker, decoded.
+/// A message for a worker, decoded (borrowing the message).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ToWorker<'a> {
     /// The start of a request.
@@ -392,7 +512,7 @@ pub enum ToWorker<'a> {
         /// Reply route.
         route: Route,
         /// The scope.
-        scope: Box<Scope>,
+        scope: Scope<'a>,
         /// First body chunk.
         body: &'a [u8],
         /// More body follows.
@@ -414,6 +534,17 @@ pub enum ToWorker<'a> {
     },
 }
 
+/// The kind and route of a message for a worker, without decoding the rest:
+/// all a worker that answers every request alike needs.
+pub fn peek_to_worker(msg: &[u8]) -> Result<(u8, Route), WireError> {
+    let mut r = Reader { buf: msg, at: 0 };
+    let k = r.u8("kind")?;
+    match k {
+        kind::HTTP_REQUEST | kind::HTTP_BODY | kind::HTTP_DISCONNECT => Ok((k, r.route()?)),
+        k => Err(WireError(format!("unknown kind {k} for a worker"))),
+    }
+}
+
 /// Decodes a message for a worker.
 pub fn decode_to_worker(msg: &[u8]) -> Result<ToWorker<'_>, WireError> {
     let mut r = Reader { buf: msg, at: 0 };
@@ -423,32 +554,31 @@ pub fn decode_to_worker(msg: &[u8]) -> Result<ToWorker<'_>, WireError> {
             let http11 = r.flag("http_version")?;
             let https = r.flag("scheme")?;
             let method = r.str8("method")?;
-            let method = r.utf8(method, "method")?.to_owned();
+            let method = r.utf8(method, "method")?;
             let path = r.str16("path")?;
-            let path = r.utf8(path, "path")?.to_owned();
-            let raw_path = r.str16("raw_path")?.to_vec();
-            let query_string = r.str16("query_string")?.to_vec();
+            let path = r.utf8(path, "path")?;
+            let raw_path = r.str16("raw_path")?;
+            let query_string = r.str16("query_string")?;
             let root_path = r.str16("root_path")?;
-            let root_path = r.utf8(root_path, "root_path")?.to_owned();
+            let root_path = r.utf8(root_path, "root_path")?;
             let headers = r.headers()?;
             let client = r.addr()?;
             let server = r.addr()?;
             let more_body = r.flag("more_body")?;
-            let scope = Scope {
-                http11,
-                https,
-                method,
-                path,
-                raw_path,
-                query_string,
-                root_path,
-                headers,
-                client,
-                server,
-            };
             Ok(ToWorker::Request {
                 route,
-                scope: Box::new(scope),
+                scope: Scope {
+                    http11,
+                    https,
+                    method,
+                    path,
+                    raw_path,
+                    query_string,
+                    root_path,
+                    headers,
+                    client,
+                    server,
+                },
                 body: r.rest(),
                 more_body,
             })
@@ -481,7 +611,7 @@ pub enum ToServer<'a> {
         /// Status code.
         status: u16,
         /// Headers.
-        headers: Vec<(Vec<u8>, Vec<u8>)>,
+        headers: Headers<'a>,
         /// Trailers will follow.
         trailers: bool,
         /// First body chunk and `more_body`, if it rode along.
@@ -501,7 +631,7 @@ pub enum ToServer<'a> {
         /// Request answered.
         req: u32,
         /// Trailer fields.
-        headers: Vec<(Vec<u8>, Vec<u8>)>,
+        headers: Headers<'a>,
         /// More trailers follow.
         more: bool,
     },
@@ -623,49 +753,44 @@ pub fn decode_to_server(msg: &[u8]) -> Result<ToServer<'_>, WireError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::asgi::scope::{encode_request, ConnInfo, ForwardedAllow};
+    use crate::h1::{BodyFraming, RequestHead, Version};
 
-    fn scope() -> Scope {
-        Scope {
-            http11: true,
-            https: false,
+    /// An encoded `http.request`, as the server writes it.
+    fn request(out: &mut Vec<u8>, route: Route) {
+        let head = RequestHead {
             method: "POST".into(),
-            path: "/caf\u{e9} x".into(),
-            raw_path: b"/caf%C3%A9%20x".to_vec(),
-            query_string: b"a=1&b=%20".to_vec(),
-            root_path: "/app".into(),
-            headers: vec![
-                (b"host".to_vec(), b"example".to_vec()),
-                (b"x-a".to_vec(), b"1".to_vec()),
-                (b"x-a".to_vec(), b"2".to_vec()),
-            ],
-            client: Some(("127.0.0.1".into(), 5555)),
-            server: None,
-        }
+            target: b"/x?y".to_vec(),
+            path: b"/x".to_vec(),
+            query: b"y".to_vec(),
+            version: Version::Http11,
+            headers: vec![(b"host".to_vec(), b"example".to_vec())],
+            body: BodyFraming::Empty,
+            keep_alive: true,
+            expect_continue: false,
+        };
+        let allow = ForwardedAllow::None;
+        let conn = ConnInfo::new(Some("127.0.0.1:5555".parse().unwrap()), None, &allow);
+        encode_request(out, route, &head, &conn, "", &allow, b"", false);
     }
 
     #[test]
-    fn a_request_round_trips_with_scope_and_body() {
+    fn peek_reads_only_kind_and_route() {
         let mut out = Vec::new();
         let route = Route {
-            reactor: 3,
-            conn: 1 << 40,
-            req: 7,
+            reactor: 1,
+            conn: u64::MAX - 1,
+            req: 9,
         };
-        encode_request(&mut out, route, &scope(), b"hello", true);
-        match decode_to_worker(&out).unwrap() {
-            ToWorker::Request {
-                route: r,
-                scope: s,
-                body,
-                more_body,
-            } => {
-                assert_eq!(
-                    (r, *s, body, more_body),
-                    (route, scope(), &b"hello"[..], true)
-                );
-            }
-            other => panic!("{other:?}"),
-        }
+        request(&mut out, route);
+        assert_eq!(peek_to_worker(&out).unwrap(), (kind::HTTP_REQUEST, route));
+        encode_disconnect(&mut out, route);
+        assert_eq!(
+            peek_to_worker(&out).unwrap(),
+            (kind::HTTP_DISCONNECT, route)
+        );
+        assert!(peek_to_worker(&out[..5]).is_err());
+        assert!(peek_to_worker(&[kind::RESPONSE_START; 15]).is_err());
     }
 
     #[test]
@@ -695,18 +820,21 @@ mod tests {
     #[test]
     fn responses_round_trip() {
         let mut out = Vec::new();
-        let h = vec![(b"content-type".to_vec(), b"text/plain".to_vec())];
+        let h = vec![
+            (b"content-type".to_vec(), b"text/plain".to_vec()),
+            (b"x-empty".to_vec(), Vec::new()),
+        ];
         encode_start(&mut out, 4, 200, &h, false, Some((b"Hello", false)));
-        assert_eq!(
-            decode_to_server(&out).unwrap(),
+        match decode_to_server(&out).unwrap() {
             ToServer::Start {
                 req: 4,
                 status: 200,
-                headers: h.clone(),
+                headers,
                 trailers: false,
-                body: Some((b"Hello", false))
-            }
-        );
+                body: Some((b"Hello", false)),
+            } => assert_eq!((headers.len(), headers.to_vec()), (2, h.clone())),
+            other => panic!("{other:?}"),
+        }
         encode_start(&mut out, 4, 204, &[], true, None);
         assert!(matches!(
             decode_to_server(&out).unwrap(),
@@ -714,8 +842,9 @@ mod tests {
                 status: 204,
                 trailers: true,
                 body: None,
+                headers,
                 ..
-            }
+            } if headers.is_empty()
         ));
         encode_response_body(&mut out, 4, b"more", true);
         assert_eq!(
@@ -727,14 +856,14 @@ mod tests {
             }
         );
         encode_trailers(&mut out, 4, &h, false);
-        assert_eq!(
-            decode_to_server(&out).unwrap(),
+        match decode_to_server(&out).unwrap() {
             ToServer::Trailers {
                 req: 4,
-                headers: h,
-                more: false
-            }
-        );
+                headers,
+                more: false,
+            } => assert_eq!(headers.to_vec(), h),
+            other => panic!("{other:?}"),
+        }
         encode_pathsend(&mut out, 4, b"/tmp/x");
         assert_eq!(
             decode_to_server(&out).unwrap(),
@@ -766,22 +895,29 @@ mod tests {
     }
 
     #[test]
+    fn a_reused_reply_gets_its_request_number_replaced() {
+        let mut out = Vec::new();
+        encode_start(&mut out, 1, 200, &[], false, Some((b"x", false)));
+        set_reply_req(&mut out, 77);
+        assert_eq!(decode_to_server(&out).unwrap().req(), Some(77));
+        encode_response_body(&mut out, 1, b"x", false);
+        set_reply_req(&mut out, 78);
+        assert_eq!(decode_to_server(&out).unwrap().req(), Some(78));
+    }
+
+    #[test]
     fn every_truncation_of_a_message_is_an_error_not_a_panic() {
         let mut out = Vec::new();
-        encode_request(
+        request(
             &mut out,
             Route {
                 reactor: 1,
                 conn: 2,
                 req: 3,
             },
-            &scope(),
-            b"",
-            false,
         );
         // Shorter prefixes: either an error, or (for the body) fewer bytes.
-        let full_len = out.len();
-        for n in 0..full_len {
+        for n in 0..out.len() {
             assert!(
                 decode_to_worker(&out[..n]).is_err(),
                 "prefix of {n} bytes decoded"
@@ -816,6 +952,13 @@ mod tests {
             0,
         ];
         assert!(decode_to_server(&msg).unwrap_err().0.contains("headers"));
+        // Two headers whose second value runs past the end.
+        msg = vec![kind::RESPONSE_START, 1, 0, 0, 0, 200, 0, 0, 2, 0];
+        msg.extend_from_slice(&[1, 0, b'a', 1, 0, b'b', 1, 0, b'c', 9, 0, b'd', 0]);
+        assert!(decode_to_server(&msg)
+            .unwrap_err()
+            .0
+            .contains("header value"));
         msg = vec![kind::RESPONSE_BODY, 1, 0, 0, 0, 7];
         assert!(decode_to_server(&msg).unwrap_err().0.contains("flag"));
         assert!(decode_to_server(&[99])

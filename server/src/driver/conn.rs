@@ -2,20 +2,32 @@
 //! to a worker over the layer, and writes the worker's response back.
 //!
 //! Requests on a connection are served one after another, so pipelined
-//! requests are answered in order; bytes of the next request wait in the read
-//! buffer. A reader task keeps the socket read while a request is in flight
-//! (to notice a client that goes away), but stops when the read-ahead buffer
-//! is full or the worker has not yet taken the last body chunk: that is the
-//! request body's flow control.
+//! requests are answered in order; bytes of the next request wait in the
+//! input buffer. Two tasks share one [`ConnCell`]:
+//!
+//! - the *reader* keeps a read in flight and appends what it reads to the
+//!   cell's input. It is a task of its own because dropping an in-flight
+//!   tokio-uring read loses the bytes it may have read; the reader's read is
+//!   only ever dropped when the connection closes. It reads ahead while a
+//!   request is in flight (so a client that goes away is noticed) but stops
+//!   at [`READ_AHEAD`] bytes, unless the connection task needs more to
+//!   finish a head or a body chunk; a request body therefore waits in the
+//!   socket while the worker has not taken the last chunk (flow control).
+//! - the *connection task* parses, dispatches, and relays replies. The inbox
+//!   pump appends each reply to the cell's queue and wakes it; the sweeper
+//!   marks it when its deadline passes.
+//!
+//! Nothing per request allocates a channel, a timer or a task.
 
+use std::cell::{Cell, RefCell};
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
-use tokio::sync::mpsc;
-use tokio::time::{sleep_until, timeout, Instant as TokioInstant};
-
-use super::reactor::{ConnSlot, Reactor, Reply};
+use super::reactor::Reactor;
 use super::stream::Stream;
 use crate::access_log::Entry;
 use crate::asgi::scope::{self, ConnInfo};
@@ -23,7 +35,8 @@ use crate::asgi::wire::{self, Route, ToServer};
 use crate::date::with_date;
 use crate::errors::{status_for, ConnError};
 use crate::h1::{
-    self, BodyDecoder, BodyEncoder, BodyFraming, RequestHead, ResponseFraming, Version,
+    self, BodyDecoder, BodyEncoder, BodyFraming, Fields, RequestHead, ResponseFraming, Version,
+    WithField,
 };
 
 /// The `server` header.
@@ -32,28 +45,249 @@ pub const SERVER: &[u8] = b"ringway";
 /// default 64 KiB message with room for the message header).
 pub const MAX_CHUNK: usize = 60 * 1024;
 /// How many bytes of the next request(s) we read ahead while one is in flight.
-const READ_AHEAD: usize = 64 * 1024;
+pub const READ_AHEAD: usize = 64 * 1024;
 /// Size of each socket read.
 const READ_SIZE: usize = 16 * 1024;
 /// Attempts to queue a body chunk into a full worker inbox before giving up.
 const FULL_RETRIES: usize = 10_000;
+/// The length that marks "the worker died" in the reply queue.
+const WORKER_DIED: u32 = u32::MAX;
 
-/// What the reader task saw.
-enum ReadEvent {
-    Data(Vec<u8>),
-    Closed,
+/// What a connection is doing; it decides what a passed deadline means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// No byte of the next request has arrived. The first request of a
+    /// connection must arrive within `--header-timeout`; a kept-alive
+    /// connection is closed quietly after `--keep-alive`.
+    Idle,
+    /// Part of a request head has arrived; the rest must come within
+    /// `--header-timeout` of the wait's start (else 408).
+    Head,
+    /// The request is with a worker that has not started its response; it
+    /// must within `--timeout` (else 504, and the worker hears that the
+    /// client is gone).
+    Waiting,
+    /// The response has started and is being relayed; no deadline but the
+    /// `--write-timeout` of each write.
+    Responding,
 }
 
-async fn read_loop(stream: Rc<Stream>, tx: mpsc::Sender<ReadEvent>) {
+/// Bytes read from the socket and not yet consumed. Consumed bytes are
+/// skipped by an offset and dropped in bulk, so pipelined requests are not
+/// moved once per request.
+#[derive(Default)]
+struct Input {
+    buf: Vec<u8>,
+    /// Start of the unconsumed bytes; in `0 ..= buf.len()`.
+    at: usize,
+}
+
+impl Input {
+    fn bytes(&self) -> &[u8] {
+        &self.buf[self.at..]
+    }
+
+    fn len(&self) -> usize {
+        self.buf.len() - self.at
+    }
+
+    fn consume(&mut self, n: usize) {
+        debug_assert!(n <= self.len());
+        self.at += n;
+        if self.at == self.buf.len() {
+            self.buf.clear();
+            self.at = 0;
+        }
+    }
+
+    fn append(&mut self, data: &[u8]) {
+        // Drop what was consumed once it is most of the buffer: each byte is
+        // moved at most once more.
+        if self.at > 0 && self.at >= self.buf.len() / 2 {
+            self.buf.drain(..self.at);
+            self.at = 0;
+        }
+        self.buf.extend_from_slice(data);
+    }
+}
+
+/// A connection's state shared by its connection task, its reader task, the
+/// inbox pump and the sweeper (all on one thread: cells, no locks).
+pub struct ConnCell {
+    /// Read and not yet consumed by the connection task. Appended to by the
+    /// reader only.
+    input: RefCell<Input>,
+    /// The reader saw the end of the stream or an error: no more input.
+    eof: Cell<bool>,
+    /// The reader reads while `input` holds fewer bytes than this; set by
+    /// the connection task.
+    read_limit: Cell<usize>,
+    /// The reader, parked because `input` reached `read_limit`.
+    reader: Cell<Option<Waker>>,
+    /// Replies from the worker in arrival order, `[len:u32 LE][message]`
+    /// each; a `len` of [`WORKER_DIED`] (no message) says the worker died.
+    replies: RefCell<Vec<u8>>,
+    /// The worker holding the current request.
+    pub worker: Cell<Option<usize>>,
+    /// When the current deadline passes (`None`: no deadline).
+    deadline: Cell<Option<Instant>>,
+    /// The sweeper found `deadline` passed; cleared by a new deadline.
+    expired: Cell<bool>,
+    /// Bumped by every [`ConnCell::notify`]: the connection task sleeps only
+    /// if nothing happened since it last looked.
+    events: Cell<u64>,
+    /// The connection task, while it waits.
+    task: Cell<Option<Waker>>,
+}
+
+impl Default for ConnCell {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ConnCell {
+    /// A cell for a new connection.
+    pub fn new() -> Self {
+        ConnCell {
+            input: RefCell::default(),
+            eof: Cell::new(false),
+            read_limit: Cell::new(usize::MAX),
+            reader: Cell::new(None),
+            replies: RefCell::default(),
+            worker: Cell::new(None),
+            deadline: Cell::new(None),
+            expired: Cell::new(false),
+            events: Cell::new(0),
+            task: Cell::new(None),
+        }
+    }
+
+    /// Wakes the connection task (something it may wait for happened).
+    pub fn notify(&self) {
+        self.events.set(self.events.get().wrapping_add(1));
+        if let Some(w) = self.task.take() {
+            w.wake();
+        }
+    }
+
+    /// Queues a reply from the worker (the inbox pump).
+    pub fn push_reply(&self, msg: &[u8]) {
+        let mut q = self.replies.borrow_mut();
+        q.extend_from_slice(&(msg.len() as u32).to_le_bytes());
+        q.extend_from_slice(msg);
+        drop(q);
+        self.notify();
+    }
+
+    /// The worker holding the current request died: fails it after the
+    /// replies that came before.
+    pub fn worker_died(&self) {
+        self.replies
+            .borrow_mut()
+            .extend_from_slice(&WORKER_DIED.to_le_bytes());
+        self.notify();
+    }
+
+    /// Marks the connection if its deadline passed by `now` (the sweeper).
+    pub fn check_deadline(&self, now: Instant) {
+        if !self.expired.get() && self.deadline.get().is_some_and(|d| d <= now) {
+            self.expired.set(true);
+            self.notify();
+        }
+    }
+
+    /// Sets (or clears) the deadline.
+    fn set_deadline(&self, d: Option<Instant>) {
+        self.deadline.set(d);
+        self.expired.set(false);
+    }
+
+    /// Remembers the running task's waker so that [`ConnCell::notify`] wakes it.
+    fn register(&self, cx: &Context<'_>) {
+        match self.task.take() {
+            Some(w) if w.will_wake(cx.waker()) => self.task.set(Some(w)),
+            _ => self.task.set(Some(cx.waker().clone())),
+        }
+    }
+
+    /// Waits until something is notified after the count `seen` was read.
+    async fn changed(&self, seen: u64) {
+        poll_fn(|cx| {
+            if self.events.get() != seen {
+                Poll::Ready(())
+            } else {
+                self.register(cx);
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Moves the queued replies into `batch` (which must be empty), leaving
+    /// `batch`'s old buffer to the queue: no copy, no allocation.
+    fn take_replies(&self, batch: &mut Vec<u8>) {
+        debug_assert!(batch.is_empty());
+        std::mem::swap(&mut *self.replies.borrow_mut(), batch);
+    }
+
+    /// Drops the queued replies (all of them belong to earlier requests).
+    fn clear_replies(&self) {
+        self.replies.borrow_mut().clear();
+    }
+
+    /// Consumes `n` input bytes and lets the reader go on if it waited.
+    fn consume(&self, n: usize) {
+        self.input.borrow_mut().consume(n);
+        self.wake_reader();
+    }
+
+    /// Sets how far the reader may read ahead.
+    fn set_read_limit(&self, limit: usize) {
+        self.read_limit.set(limit);
+        self.wake_reader();
+    }
+
+    fn wake_reader(&self) {
+        if self.input.borrow().len() < self.read_limit.get() {
+            if let Some(w) = self.reader.take() {
+                w.wake();
+            }
+        }
+    }
+
+    /// Waits until the reader may read.
+    async fn read_permit(&self) {
+        poll_fn(|cx| {
+            if self.input.borrow().len() < self.read_limit.get() {
+                Poll::Ready(())
+            } else {
+                self.reader.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+/// The reader task: keeps one read in flight, into one reused buffer.
+async fn read_loop(cell: Rc<ConnCell>, stream: Rc<Stream>) {
+    let mut buf = Vec::with_capacity(READ_SIZE);
     loop {
-        let (res, buf) = stream.read(Vec::with_capacity(READ_SIZE)).await;
-        let ev = match res {
-            Ok(0) | Err(_) => ReadEvent::Closed,
-            Ok(_) => ReadEvent::Data(buf),
-        };
-        let closed = matches!(ev, ReadEvent::Closed);
-        if tx.send(ev).await.is_err() || closed {
-            return;
+        cell.read_permit().await;
+        let (res, b) = stream.read(buf).await;
+        buf = b;
+        match res {
+            Ok(n) if n > 0 => {
+                cell.input.borrow_mut().append(&buf[..n]);
+                buf.clear();
+                cell.notify();
+            }
+            _ => {
+                cell.eof.set(true);
+                cell.notify();
+                return;
+            }
         }
     }
 }
@@ -91,20 +325,37 @@ struct BodyIn {
     all_sent: bool,
 }
 
+impl BodyIn {
+    /// The decoder can go on only with more bytes from the socket.
+    fn needs_bytes(&self) -> bool {
+        !self.awaiting_taken && !self.all_sent && self.pending.is_empty() && !self.dec.is_done()
+    }
+}
+
+/// What the access log gets to know about a request, filled in as it goes.
+struct Outcome {
+    /// Status sent (0: none yet).
+    status: u16,
+    /// Body bytes sent.
+    bytes: u64,
+    /// The response headers, copied only when there is an access log.
+    headers: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
 struct Conn {
     r: Rc<Reactor>,
     id: u64,
-    slot: Rc<ConnSlot>,
+    cell: Rc<ConnCell>,
     stream: Rc<Stream>,
-    rx: mpsc::UnboundedReceiver<Reply>,
-    events: mpsc::Receiver<ReadEvent>,
-    buf: Vec<u8>,
-    eof: bool,
     info: ConnInfo,
-    remote: String,
+    phase: Phase,
     req_no: u32,
+    /// Response bytes to write.
     wbuf: Vec<u8>,
+    /// The message being sent to the worker (reused).
     msg: Vec<u8>,
+    /// Replies being handled, taken from the cell (reused).
+    batch: Vec<u8>,
 }
 
 /// Serves one connection until it closes.
@@ -114,29 +365,40 @@ pub async fn serve(
     peer: Option<SocketAddr>,
     local: Option<SocketAddr>,
 ) {
-    let (id, slot, rx) = r.open_conn();
+    let cell = Rc::new(ConnCell::new());
+    let id = r.open_conn(cell.clone());
     let stream = Rc::new(stream);
-    let (ev_tx, events) = mpsc::channel(1);
-    let reader = tokio_uring::spawn(read_loop(stream.clone(), ev_tx));
+    let reader = tokio_uring::spawn(read_loop(cell.clone(), stream.clone()));
     let mut c = Conn {
+        info: ConnInfo::new(peer, local, &r.cfg.forwarded_allow),
         r: r.clone(),
         id,
-        slot,
+        cell,
         stream: stream.clone(),
-        rx,
-        events,
-        buf: Vec::new(),
-        eof: false,
-        remote: peer.map_or_else(|| "-".to_owned(), |p| p.ip().to_string()),
-        info: ConnInfo { peer, local },
+        phase: Phase::Idle,
         req_no: 0,
         wbuf: Vec::with_capacity(4096),
         msg: Vec::new(),
+        batch: Vec::new(),
     };
     c.run().await;
+    // Closing anyway: what the reader's read may still bring is not wanted.
     reader.abort();
     stream.shutdown(std::net::Shutdown::Both);
     r.close_conn(id);
+}
+
+/// Writes `n` in decimal into `buf`; returns the digits.
+fn decimal(mut n: usize, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
 }
 
 impl Conn {
@@ -146,7 +408,8 @@ impl Conn {
                 Ok(Some(h)) => h,
                 Ok(None) => return,
                 Err(e) => {
-                    self.fail(&e, None, Instant::now()).await;
+                    let t0 = self.r.log.as_ref().map(|_| Instant::now());
+                    self.fail(&e, None, t0).await;
                     return;
                 }
             };
@@ -157,54 +420,64 @@ impl Conn {
         }
     }
 
-    fn on_read(&mut self, ev: Option<ReadEvent>) {
-        match ev {
-            Some(ReadEvent::Data(d)) => self.buf.extend_from_slice(&d),
-            _ => self.eof = true,
-        }
+    /// Enters `phase` with the deadline it has, counted from now.
+    fn enter(&mut self, phase: Phase) {
+        let cfg = &self.r.cfg;
+        let limit = match phase {
+            Phase::Idle if self.req_no > 0 => Some(cfg.keep_alive),
+            Phase::Idle | Phase::Head => Some(cfg.header_timeout),
+            Phase::Waiting => Some(cfg.timeout),
+            Phase::Responding => None,
+        };
+        self.phase = phase;
+        self.cell.set_deadline(limit.map(|l| self.r.deadline_in(l)));
     }
 
     /// Reads the next request head. `Ok(None)`: the connection should close
     /// quietly (client gone, idle keep-alive timeout, shutdown).
     async fn read_head(&mut self) -> Result<Option<RequestHead>, ConnError> {
-        let waited_from = TokioInstant::now();
-        let mut shutdown = self.r.shutdown.clone();
+        let cell = self.cell.clone();
+        // A head may be as long as the limits allow: the parser refuses
+        // what is too long, so the reader need not stop before.
+        cell.set_read_limit(usize::MAX);
+        self.enter(Phase::Idle);
+        // Both deadlines count from the start of the wait.
+        let head_deadline = self.r.deadline_in(self.r.cfg.header_timeout);
         loop {
-            if !self.buf.is_empty() {
-                if let Some((head, n)) = h1::parse_head(&self.buf, &self.r.cfg.limits)? {
-                    self.buf.drain(..n);
-                    return Ok(Some(head));
+            let seen = cell.events.get();
+            let parsed = {
+                let input = cell.input.borrow();
+                if input.len() == 0 {
+                    None
+                } else {
+                    h1::parse_head(input.bytes(), &self.r.cfg.limits)?
                 }
+            };
+            if let Some((head, n)) = parsed {
+                cell.consume(n);
+                return Ok(Some(head));
             }
-            let idle = self.buf.is_empty();
-            if idle && *shutdown.borrow() {
-                // Shutting down: serve a request that already arrived (its
-                // client saw no `connection: close` yet), else close.
-                match self.events.try_recv() {
-                    Ok(ev) => {
-                        self.on_read(Some(ev));
-                        continue;
-                    }
-                    Err(_) => return Ok(None),
-                }
-            }
-            if self.eof {
+            let idle = cell.input.borrow().len() == 0;
+            // Shutting down: serve a request that already arrived (its
+            // client saw no `connection: close` yet), else close.
+            if idle && self.r.shutting_down() {
                 return Ok(None);
             }
-            // An idle keep-alive connection gets --keep-alive; a request that
-            // has started arriving must complete within --header-timeout.
-            let limit = if idle && self.req_no > 0 {
-                self.r.cfg.keep_alive
-            } else {
-                self.r.cfg.header_timeout
-            };
-            tokio::select! {
-                ev = self.events.recv() => self.on_read(ev),
-                _ = sleep_until(waited_from + limit) => {
-                    return if idle { Ok(None) } else { Err(ConnError::HeaderTimeout) };
-                }
-                _ = shutdown.wait_for(|s| *s), if idle => return Ok(None),
+            if cell.eof.get() {
+                return Ok(None);
             }
+            if !idle && self.phase == Phase::Idle {
+                self.phase = Phase::Head;
+                cell.set_deadline(Some(head_deadline));
+            }
+            if cell.expired.get() {
+                return if idle {
+                    Ok(None)
+                } else {
+                    Err(ConnError::HeaderTimeout)
+                };
+            }
+            cell.changed(seen).await;
         }
     }
 
@@ -213,26 +486,44 @@ impl Conn {
         if self.wbuf.is_empty() {
             return Ok(());
         }
+        let cell = self.cell.clone();
+        let saved = cell.deadline.get();
+        cell.set_deadline(Some(self.r.deadline_in(self.r.cfg.write_timeout)));
         let buf = std::mem::take(&mut self.wbuf);
-        match timeout(self.r.cfg.write_timeout, self.stream.write_all(buf)).await {
-            Ok((Ok(()), mut buf)) => {
+        let mut write = pin!(self.stream.write_all(buf));
+        // The write, unless the sweeper says the deadline passed first (the
+        // dropped write is cancelled; the connection closes).
+        let done = poll_fn(|cx| {
+            if let Poll::Ready(r) = write.as_mut().poll(cx) {
+                return Poll::Ready(Some(r));
+            }
+            if cell.expired.get() {
+                return Poll::Ready(None);
+            }
+            cell.register(cx);
+            Poll::Pending
+        })
+        .await;
+        cell.set_deadline(saved);
+        match done {
+            Some((Ok(()), mut buf)) => {
                 buf.clear();
                 self.wbuf = buf;
                 Ok(())
             }
-            Ok((Err(_), _)) => Err(ConnError::ClientGone),
-            Err(_) => Err(ConnError::WriteTimeout),
+            Some((Err(_), _)) => Err(ConnError::ClientGone),
+            None => Err(ConnError::WriteTimeout),
         }
     }
 
     /// Answers a failed request (if nothing was sent yet) and logs it.
-    async fn fail(&mut self, e: &ConnError, head: Option<&RequestHead>, t0: Instant) {
+    async fn fail(&mut self, e: &ConnError, head: Option<&RequestHead>, t0: Option<Instant>) {
         match e {
             ConnError::ClientGone | ConnError::WriteTimeout => {}
             ConnError::Proto(_) | ConnError::HeaderTimeout => {}
             _ => eprintln!(
                 "ringway: {} {}: {e}",
-                self.remote,
+                self.info.peer_host,
                 head.map_or("-", |h| h.method.as_str())
             ),
         }
@@ -241,19 +532,19 @@ impl Conn {
             let resp = with_date(|d| h1::encode::error_response(status, d, SERVER));
             self.wbuf.extend_from_slice(&resp);
             let _ = self.flush().await;
-            self.access_log(head, status, 0, &[], t0);
+            let out = Outcome {
+                status,
+                bytes: 0,
+                headers: Vec::new(),
+            };
+            self.access_log(head, &out, t0);
         }
     }
 
-    fn access_log(
-        &self,
-        head: Option<&RequestHead>,
-        status: u16,
-        bytes: u64,
-        resp_headers: &[(Vec<u8>, Vec<u8>)],
-        t0: Instant,
-    ) {
-        let Some(log) = &self.r.log else { return };
+    fn access_log(&self, head: Option<&RequestHead>, out: &Outcome, t0: Option<Instant>) {
+        let (Some(log), Some(t0)) = (&self.r.log, t0) else {
+            return;
+        };
         let (method, target, protocol, req_headers) = match head {
             Some(h) => (
                 h.method.as_str(),
@@ -268,47 +559,48 @@ impl Conn {
             None => ("-", &b"-"[..], "-", &[][..]),
         };
         log.log(&Entry {
-            remote: &self.remote,
+            remote: &self.info.peer_host,
             method,
             target,
             protocol,
-            status,
-            bytes,
+            status: out.status,
+            bytes: out.bytes,
             request_headers: req_headers,
-            response_headers: resp_headers,
+            response_headers: &out.headers,
             elapsed: t0.elapsed(),
         });
     }
 
     /// Serves one request; returns whether the connection stays open.
     async fn request(&mut self, head: RequestHead) -> bool {
-        let t0 = Instant::now();
-        let mut status = 0u16;
-        let mut bytes = 0u64;
-        let mut resp_headers = Vec::new();
-        let result = self
-            .exchange(&head, &mut status, &mut bytes, &mut resp_headers)
-            .await;
-        if let Some(w) = self.slot.worker.take() {
+        // The clock is read for the access log only.
+        let t0 = self.r.log.as_ref().map(|_| Instant::now());
+        let mut out = Outcome {
+            status: 0,
+            bytes: 0,
+            headers: Vec::new(),
+        };
+        let result = self.exchange(&head, &mut out).await;
+        if let Some(w) = self.cell.worker.take() {
             self.r.request_done(w);
         }
         match result {
             Ok(keep_alive) => {
-                self.access_log(Some(&head), status, bytes, &resp_headers, t0);
+                self.access_log(Some(&head), &out, t0);
                 keep_alive
             }
             Err(e) => {
-                if status == 0 {
+                if out.status == 0 {
                     self.fail(&e, Some(&head), t0).await;
                 } else {
                     // The response had started: all we can do is close.
                     if !matches!(e, ConnError::ClientGone | ConnError::WriteTimeout) {
                         eprintln!(
                             "ringway: {} {}: {e} (after the response started; closing)",
-                            self.remote, head.method
+                            self.info.peer_host, head.method
                         );
                     }
-                    self.access_log(Some(&head), status, bytes, &resp_headers, t0);
+                    self.access_log(Some(&head), &out, t0);
                 }
                 false
             }
@@ -336,25 +628,33 @@ impl Conn {
         Err(ConnError::NoWorker)
     }
 
-    /// Moves request body bytes from the read buffer to the worker, one
-    /// chunk at a time (the next only after the worker took the last).
+    /// Decodes what the input holds of the body into `body.pending`.
+    fn decode_body(&self, body: &mut BodyIn) -> Result<(), ConnError> {
+        if body.dec.is_done() {
+            return Ok(());
+        }
+        let n = {
+            let input = self.cell.input.borrow();
+            body.dec.decode(input.bytes(), &mut body.pending)?
+        };
+        self.cell.consume(n);
+        Ok(())
+    }
+
+    /// Moves request body bytes from the input to the worker, one chunk at a
+    /// time (the next only after the worker took the last).
     async fn pump_body(&mut self, body: &mut BodyIn, w: usize) -> Result<(), ConnError> {
         if body.awaiting_taken || body.all_sent {
             return Ok(());
         }
-        if !body.dec.is_done() {
-            let n = body.dec.decode(&self.buf, &mut body.pending)?;
-            self.buf.drain(..n);
-        }
+        self.decode_body(body)?;
         if body.pending.is_empty() && !body.dec.is_done() {
             return Ok(());
         }
         let take = body.pending.len().min(MAX_CHUNK);
         let more = !(body.dec.is_done() && body.pending.len() == take);
         let route = self.route();
-        let mut msg = std::mem::take(&mut self.msg);
-        wire::encode_body(&mut msg, route, &body.pending[..take], more);
-        self.msg = msg;
+        wire::encode_body(&mut self.msg, route, &body.pending[..take], more);
         body.pending.drain(..take);
         self.send_to_worker(w).await?;
         body.awaiting_taken = more;
@@ -364,18 +664,13 @@ impl Conn {
 
     /// Sends the request to a worker and relays its response. Returns whether
     /// the connection may stay open.
-    async fn exchange(
-        &mut self,
-        head: &RequestHead,
-        status: &mut u16,
-        bytes: &mut u64,
-        resp_headers: &mut Vec<(Vec<u8>, Vec<u8>)>,
-    ) -> Result<bool, ConnError> {
-        let cfg = self.r.cfg.clone();
+    async fn exchange(&mut self, head: &RequestHead, out: &mut Outcome) -> Result<bool, ConnError> {
+        let r = self.r.clone();
+        let cell = self.cell.clone();
         let is_head = head.method == "HEAD";
         let mut keep_alive = head.keep_alive;
         let mut body = BodyIn {
-            dec: BodyDecoder::with_limits(head.body, &cfg.limits),
+            dec: BodyDecoder::with_limits(head.body, &r.cfg.limits),
             pending: Vec::new(),
             awaiting_taken: false,
             all_sent: false,
@@ -384,62 +679,94 @@ impl Conn {
             self.wbuf.extend_from_slice(h1::encode::CONTINUE);
             self.flush().await?;
         }
-        let n = body.dec.decode(&self.buf, &mut body.pending)?;
-        self.buf.drain(..n);
+        self.decode_body(&mut body)?;
         let take = body.pending.len().min(MAX_CHUNK);
         let more = !(body.dec.is_done() && body.pending.len() == take);
-        let scope = scope::build(head, &self.info, &cfg.root_path, &cfg.forwarded_allow);
-        let mut msg = std::mem::take(&mut self.msg);
-        wire::encode_request(&mut msg, self.route(), &scope, &body.pending[..take], more);
+        let route = self.route();
+        scope::encode_request(
+            &mut self.msg,
+            route,
+            head,
+            &self.info,
+            &r.cfg.root_path,
+            &r.cfg.forwarded_allow,
+            &body.pending[..take],
+            more,
+        );
         body.pending.drain(..take);
-        let dispatched = self.r.dispatch(&msg);
-        self.msg = msg;
-        let w = dispatched?;
-        self.slot.worker.set(Some(w));
+        // Whatever is queued answers earlier requests.
+        cell.clear_replies();
+        let w = r.dispatch(&self.msg)?;
+        cell.worker.set(Some(w));
+        self.enter(Phase::Waiting);
         body.awaiting_taken = more;
         body.all_sent = !more;
 
-        let deadline = TokioInstant::now() + cfg.timeout;
         let mut resp = Resp::NotStarted;
-        let outcome = loop {
-            let need_bytes = !body.awaiting_taken
-                && !body.all_sent
-                && body.pending.is_empty()
-                && !body.dec.is_done();
-            let want_read = !self.eof && (need_bytes || self.buf.len() < READ_AHEAD);
-            let not_started = matches!(resp, Resp::NotStarted);
-            tokio::select! {
-                biased;
-                m = self.rx.recv() => match m {
-                    Some(Reply::Msg(bytes_in)) => {
-                        match self.on_reply(&bytes_in, head, is_head, &mut keep_alive, &mut resp, &mut body, w, status, bytes, resp_headers).await {
-                            Ok(true) => break Ok(()),
-                            Ok(false) => {}
-                            Err(e) => break Err(e),
-                        }
-                    }
-                    Some(Reply::WorkerDied) => break Err(ConnError::WorkerDied),
-                    None => break Err(ConnError::WorkerDied),
-                },
-                ev = self.events.recv(), if want_read => {
-                    self.on_read(ev);
-                    if self.eof {
-                        break Err(ConnError::ClientGone);
-                    }
-                    self.pump_body(&mut body, w).await?;
+        let mut batch = std::mem::take(&mut self.batch);
+        let outcome = 'exchange: loop {
+            let seen = cell.events.get();
+            cell.take_replies(&mut batch);
+            let mut at = 0;
+            while at < batch.len() {
+                let len = u32::from_le_bytes(batch[at..at + 4].try_into().expect("4 bytes"));
+                at += 4;
+                if len == WORKER_DIED {
+                    break 'exchange Err(ConnError::WorkerDied);
                 }
-                _ = sleep_until(deadline), if not_started => break Err(ConnError::ResponseTimeout),
+                let msg = &batch[at..at + len as usize];
+                at += len as usize;
+                let step = self
+                    .on_reply(
+                        msg,
+                        head,
+                        is_head,
+                        &mut keep_alive,
+                        &mut resp,
+                        &mut body,
+                        w,
+                        out,
+                    )
+                    .await;
+                match step {
+                    Ok(true) => break 'exchange Ok(()),
+                    Ok(false) => {}
+                    Err(e) => break 'exchange Err(e),
+                }
             }
+            batch.clear();
+            if cell.eof.get() {
+                break Err(ConnError::ClientGone);
+            }
+            // More of the body may have arrived. (If nothing could be sent,
+            // the wait below lasts until the reader brings more.)
+            if body.needs_bytes() {
+                if let Err(e) = self.pump_body(&mut body, w).await {
+                    break Err(e);
+                }
+            }
+            if cell.expired.get() && self.phase == Phase::Waiting {
+                break Err(ConnError::ResponseTimeout);
+            }
+            // Read ahead up to READ_AHEAD, or as far as the body decoder
+            // needs to make a chunk.
+            cell.set_read_limit(if body.needs_bytes() {
+                usize::MAX
+            } else {
+                READ_AHEAD
+            });
+            cell.changed(seen).await;
         };
+        batch.clear();
+        self.batch = batch;
         if let Err(e) = outcome {
             if matches!(
                 e,
                 ConnError::ClientGone | ConnError::ResponseTimeout | ConnError::WriteTimeout
             ) {
-                let mut msg = std::mem::take(&mut self.msg);
-                wire::encode_disconnect(&mut msg, self.route());
-                let _ = self.r.send_to(w, &msg);
-                self.msg = msg;
+                let route = self.route();
+                wire::encode_disconnect(&mut self.msg, route);
+                let _ = r.send_to(w, &self.msg);
             }
             return Err(e);
         }
@@ -459,9 +786,7 @@ impl Conn {
         resp: &mut Resp,
         body: &mut BodyIn,
         w: usize,
-        status: &mut u16,
-        bytes: &mut u64,
-        resp_headers: &mut Vec<(Vec<u8>, Vec<u8>)>,
+        out: &mut Outcome,
     ) -> Result<bool, ConnError> {
         let msg = wire::decode_to_server(raw).map_err(|e| ConnError::App(e.to_string()))?;
         if msg.req() != Some(self.req_no) {
@@ -471,7 +796,7 @@ impl Conn {
         match msg {
             ToServer::Start {
                 status: st,
-                mut headers,
+                headers,
                 trailers,
                 body: first,
                 ..
@@ -481,6 +806,8 @@ impl Conn {
                 }
                 // The whole body came with the start: say how long it is, so
                 // the client needs neither chunked framing nor a close.
+                let mut digits = [0u8; 20];
+                let mut extra = None;
                 if let Some((whole, false)) = first {
                     let has_length = headers
                         .iter()
@@ -488,14 +815,15 @@ impl Conn {
                     let bodyless =
                         st < 200 || st == 204 || st == 304 || (is_head && whole.is_empty());
                     if !has_length && !trailers && !bodyless {
-                        headers.push((
-                            b"content-length".to_vec(),
-                            whole.len().to_string().into_bytes(),
-                        ));
+                        extra = Some((&b"content-length"[..], decimal(whole.len(), &mut digits)));
                     }
                 }
+                let fields = WithField {
+                    fields: &headers,
+                    extra,
+                };
                 // After SIGTERM, every response says `connection: close`.
-                let ka_in = *keep_alive && !*self.r.shutdown.borrow();
+                let ka_in = *keep_alive && !self.r.shutting_down();
                 let (framing, ka) = with_date(|d| {
                     h1::encode_head(
                         &mut self.wbuf,
@@ -503,7 +831,7 @@ impl Conn {
                         is_head,
                         ka_in,
                         st,
-                        &headers,
+                        &fields,
                         trailers,
                         d,
                         SERVER,
@@ -511,15 +839,21 @@ impl Conn {
                 })
                 .map_err(|e| ConnError::App(format!("invalid response: {e}")))?;
                 *keep_alive = ka;
-                *status = st;
-                *resp_headers = headers;
+                out.status = st;
+                if self.r.log.is_some() {
+                    out.headers = fields
+                        .fields()
+                        .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                        .collect();
+                }
+                self.enter(Phase::Responding);
                 let trailers = trailers && framing == ResponseFraming::Chunked;
                 *resp = Resp::Body {
                     enc: BodyEncoder::new(framing),
                     trailers,
                 };
                 if let Some((chunk, more)) = first {
-                    return self.on_body(chunk, more, resp, bytes).await;
+                    return self.on_body(chunk, more, resp, out).await;
                 }
                 self.flush().await?;
                 Ok(false)
@@ -529,7 +863,7 @@ impl Conn {
                 more_body,
                 ..
             } => match resp {
-                Resp::Body { .. } => self.on_body(chunk, more_body, resp, bytes).await,
+                Resp::Body { .. } => self.on_body(chunk, more_body, resp, out).await,
                 Resp::NotStarted => app("http.response.body before http.response.start"),
                 _ => app("http.response.body after the body ended"),
             },
@@ -538,7 +872,7 @@ impl Conn {
                     mut enc,
                     mut fields,
                 } => {
-                    fields.extend(headers);
+                    fields.extend(headers.iter().map(|(k, v)| (k.to_vec(), v.to_vec())));
                     if more {
                         *resp = Resp::Trailers { enc, fields };
                         return Ok(false);
@@ -559,7 +893,7 @@ impl Conn {
                 let path = std::path::PathBuf::from(
                     <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(path),
                 );
-                self.send_file(&path, resp, bytes).await
+                self.send_file(&path, resp, out).await
             }
             ToServer::BodyTaken { .. } => {
                 body.awaiting_taken = false;
@@ -578,14 +912,14 @@ impl Conn {
         chunk: &[u8],
         more: bool,
         resp: &mut Resp,
-        bytes: &mut u64,
+        out: &mut Outcome,
     ) -> Result<bool, ConnError> {
         let Resp::Body { enc, trailers } = resp else {
             unreachable!("checked by the caller")
         };
         enc.encode(chunk, &mut self.wbuf)
             .map_err(|e| ConnError::App(e.to_string()))?;
-        *bytes += chunk.len() as u64;
+        out.bytes += chunk.len() as u64;
         if more {
             self.flush().await?;
             return Ok(false);
@@ -611,14 +945,16 @@ impl Conn {
         &mut self,
         path: &std::path::Path,
         resp: &mut Resp,
-        bytes: &mut u64,
+        out: &mut Outcome,
     ) -> Result<bool, ConnError> {
         let file = tokio_uring::fs::File::open(path)
             .await
             .map_err(|e| ConnError::App(format!("pathsend {}: {e}", path.display())))?;
         let mut pos = 0u64;
+        let mut buf = Vec::with_capacity(64 * 1024);
         loop {
-            let (res, buf) = file.read_at(Vec::with_capacity(64 * 1024), pos).await;
+            let (res, b) = file.read_at(buf, pos).await;
+            buf = b;
             let n = res.map_err(|e| ConnError::App(format!("pathsend {}: {e}", path.display())))?;
             if n == 0 {
                 break;
@@ -628,10 +964,137 @@ impl Conn {
                 enc.encode(&buf, &mut self.wbuf)
                     .map_err(|e| ConnError::App(e.to_string()))?;
             }
-            *bytes += n as u64;
+            buf.clear();
+            out.bytes += n as u64;
             self.flush().await?;
         }
         let _ = file.close().await;
-        self.on_body(&[], false, resp, bytes).await
+        self.on_body(&[], false, resp, out).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::Wake;
+    use std::time::Duration;
+
+    /// A waker that counts its wake-ups.
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn counting() -> (Arc<Count>, Waker) {
+        let c = Arc::new(Count(AtomicUsize::new(0)));
+        (c.clone(), Waker::from(c))
+    }
+
+    /// Polls `f` once with `waker`.
+    fn poll_once<F: Future>(f: F, waker: &Waker) -> Poll<F::Output> {
+        let mut cx = Context::from_waker(waker);
+        pin!(f).poll(&mut cx)
+    }
+
+    #[test]
+    fn a_passed_deadline_marks_the_connection_and_wakes_its_task_once() {
+        let cell = ConnCell::new();
+        let (count, waker) = counting();
+        let t = Instant::now();
+        cell.set_deadline(Some(t + Duration::from_millis(100)));
+        let seen = cell.events.get();
+        assert!(poll_once(cell.changed(seen), &waker).is_pending());
+        cell.check_deadline(t + Duration::from_millis(99));
+        assert!(!cell.expired.get());
+        assert_eq!(count.0.load(Ordering::Relaxed), 0);
+        cell.check_deadline(t + Duration::from_millis(100));
+        assert!(cell.expired.get());
+        assert_eq!(count.0.load(Ordering::Relaxed), 1);
+        // Later sweeps do not wake it again for the same deadline.
+        cell.check_deadline(t + Duration::from_millis(300));
+        assert_eq!(count.0.load(Ordering::Relaxed), 1);
+        assert!(poll_once(cell.changed(seen), &waker).is_ready());
+        // A new deadline clears the mark; no deadline never expires.
+        cell.set_deadline(None);
+        cell.check_deadline(t + Duration::from_secs(3600));
+        assert!(!cell.expired.get());
+    }
+
+    #[test]
+    fn a_notification_between_looking_and_waiting_is_not_lost() {
+        let cell = ConnCell::new();
+        let (_, waker) = counting();
+        let seen = cell.events.get();
+        // Something happens while the task is busy (no waker registered)...
+        cell.push_reply(b"late");
+        // ...so the wait that follows returns at once.
+        assert!(poll_once(cell.changed(seen), &waker).is_ready());
+    }
+
+    #[test]
+    fn replies_and_a_worker_death_keep_their_order() {
+        let cell = ConnCell::new();
+        cell.push_reply(b"one");
+        cell.worker_died();
+        cell.push_reply(b"");
+        let mut batch = Vec::new();
+        cell.take_replies(&mut batch);
+        let mut expected = Vec::new();
+        expected.extend_from_slice(&3u32.to_le_bytes());
+        expected.extend_from_slice(b"one");
+        expected.extend_from_slice(&WORKER_DIED.to_le_bytes());
+        expected.extend_from_slice(&0u32.to_le_bytes());
+        assert_eq!(batch, expected);
+        // The queue kept the (empty) buffer it was given.
+        assert!(cell.replies.borrow().is_empty());
+    }
+
+    #[test]
+    fn the_reader_stops_at_the_limit_and_resumes_when_input_is_consumed() {
+        let cell = ConnCell::new();
+        let (count, waker) = counting();
+        cell.input.borrow_mut().append(&[0; 10]);
+        cell.set_read_limit(10);
+        assert!(poll_once(cell.read_permit(), &waker).is_pending());
+        // Raising the limit or consuming input lets it go on.
+        cell.consume(1);
+        assert_eq!(count.0.load(Ordering::Relaxed), 1);
+        assert!(poll_once(cell.read_permit(), &waker).is_ready());
+        cell.input.borrow_mut().append(&[0; 1]);
+        assert!(poll_once(cell.read_permit(), &waker).is_pending());
+        cell.set_read_limit(usize::MAX);
+        assert_eq!(count.0.load(Ordering::Relaxed), 2);
+        assert!(poll_once(cell.read_permit(), &waker).is_ready());
+    }
+
+    #[test]
+    fn input_is_consumed_by_offset_and_compacted_in_bulk() {
+        let mut input = Input::default();
+        input.append(b"GET /a\r\n\r\nGET /b\r\n\r\nGET");
+        input.consume(10);
+        assert_eq!(input.bytes(), b"GET /b\r\n\r\nGET");
+        assert_eq!(input.at, 10);
+        input.consume(10);
+        // Most of the buffer is consumed: the next append moves the rest.
+        input.append(b" /c\r\n\r\n");
+        assert_eq!((input.at, input.bytes()), (0, &b"GET /c\r\n\r\n"[..]));
+        input.consume(input.len());
+        assert_eq!((input.at, input.buf.len()), (0, 0));
+    }
+
+    #[test]
+    fn decimals_are_written_without_allocating() {
+        let mut b = [0u8; 20];
+        assert_eq!(decimal(0, &mut b), b"0");
+        assert_eq!(decimal(13, &mut b), b"13");
+        assert_eq!(
+            decimal(usize::MAX, &mut b),
+            usize::MAX.to_string().as_bytes()
+        );
     }
 }

@@ -2,26 +2,29 @@
 //! endpoint on the channel layer and its own inbox (`reactor.<k>!`).
 //!
 //! Tasks in a reactor:
-//! - one accept loop per listener, spawning a connection task per client;
+//! - one accept loop per listener, spawning a connection (`conn.rs`: a
+//!   connection task and its reader) per client;
 //! - the inbox pump, which moves worker replies from the layer to the
 //!   connection they belong to (the record tag is the connection id);
-//! - the connection tasks (`conn.rs`).
+//! - the flusher, which delivers the wake-ups the turn's sends held back;
+//! - the sweeper, which enforces every connection's deadline.
 //!
 //! Everything here is `!Send` and lives on this thread: no locks.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::future::poll_fn;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use ringway_layer_shm::{ChannelId, Endpoint, Error as LayerError, Segment, SendError};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{watch, Notify};
 
-use super::conn;
+use super::conn::{self, ConnCell};
 use super::listen::StdListener;
 use super::stream::Listener;
 use crate::access_log::AccessLog;
@@ -55,20 +58,77 @@ struct WorkerRef {
     retry_at: Instant,
 }
 
-/// A message for a connection task.
-pub enum Reply {
-    /// A message from its worker.
-    Msg(Vec<u8>),
-    /// Its worker died.
-    WorkerDied,
+/// The open connections of a reactor, by slot. A connection id is its slot
+/// in the low 32 bits and the slot's generation in the high 32, so a late
+/// reply for a closed connection never reaches the next one in its slot, and
+/// finding a connection is an index, not a hash.
+#[derive(Default)]
+pub struct Conns {
+    slots: Vec<Slot>,
+    /// Slots without a connection.
+    free: Vec<u32>,
+    /// Connections open.
+    live: usize,
 }
 
-/// A connection, as the pump sees it.
-pub struct ConnSlot {
-    /// Where replies go.
-    pub tx: mpsc::UnboundedSender<Reply>,
-    /// The worker holding its current request.
-    pub worker: Cell<Option<usize>>,
+#[derive(Default)]
+struct Slot {
+    /// Bumped every time the slot is given out.
+    gen: u32,
+    cell: Option<Rc<ConnCell>>,
+}
+
+impl Conns {
+    /// Adds a connection; returns its id.
+    pub fn insert(&mut self, cell: Rc<ConnCell>) -> u64 {
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot::default());
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let slot = &mut self.slots[index as usize];
+        slot.gen = slot.gen.wrapping_add(1);
+        slot.cell = Some(cell);
+        self.live += 1;
+        (u64::from(slot.gen) << 32) | u64::from(index)
+    }
+
+    /// The connection with this id, if it is still open.
+    pub fn get(&self, id: u64) -> Option<&Rc<ConnCell>> {
+        let slot = self.slots.get((id & u64::from(u32::MAX)) as usize)?;
+        if u64::from(slot.gen) != id >> 32 {
+            return None;
+        }
+        slot.cell.as_ref()
+    }
+
+    /// Removes a connection (an id that is not open is ignored).
+    pub fn remove(&mut self, id: u64) {
+        if self.get(id).is_none() {
+            return;
+        }
+        let index = (id & u64::from(u32::MAX)) as u32;
+        self.slots[index as usize].cell = None;
+        self.free.push(index);
+        self.live -= 1;
+    }
+
+    /// How many are open.
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// The open connections.
+    pub fn iter(&self) -> impl Iterator<Item = &Rc<ConnCell>> {
+        self.slots.iter().filter_map(|s| s.cell.as_ref())
+    }
 }
 
 /// Per-thread reactor state.
@@ -82,36 +142,46 @@ pub struct Reactor {
     ep: RefCell<Endpoint>,
     inbox: ChannelId,
     workers: RefCell<Vec<WorkerRef>>,
-    conns: RefCell<HashMap<u64, Rc<ConnSlot>>>,
-    next_conn: Cell<u64>,
-    /// `true` once a graceful shutdown began.
-    pub shutdown: watch::Receiver<bool>,
+    conns: RefCell<Conns>,
+    /// The sweeper's period: deadlines are checked this often.
+    pub tick: Duration,
+    /// The time at the sweeper's last tick (see [`Reactor::deadline_in`]).
+    now: Cell<Instant>,
+    /// A graceful shutdown began (read on every request: a plain cell).
+    shutting_down: Cell<bool>,
+    /// The same, for the accept loops and the reactor's main task.
     shutdown_tx: watch::Sender<bool>,
     /// Signalled whenever a connection ends.
     conn_closed: Notify,
     /// A flush of held wake-ups is scheduled (see `flusher`).
     flush_scheduled: Cell<bool>,
-    flush_needed: Notify,
+    /// The flusher, while it waits for a flush to be scheduled.
+    flusher: Cell<Option<Waker>>,
 }
 
 impl Reactor {
-    /// Registers a new connection; returns its id and reply receiver.
-    pub fn open_conn(&self) -> (u64, Rc<ConnSlot>, mpsc::UnboundedReceiver<Reply>) {
-        let id = self.next_conn.get();
-        self.next_conn.set(id + 1);
-        let (tx, rx) = mpsc::unbounded_channel();
-        let slot = Rc::new(ConnSlot {
-            tx,
-            worker: Cell::new(None),
-        });
-        self.conns.borrow_mut().insert(id, slot.clone());
-        (id, slot, rx)
+    /// Registers a new connection; returns its id.
+    pub fn open_conn(&self, cell: Rc<ConnCell>) -> u64 {
+        self.conns.borrow_mut().insert(cell)
     }
 
     /// Forgets a connection.
     pub fn close_conn(&self, id: u64) {
-        self.conns.borrow_mut().remove(&id);
+        self.conns.borrow_mut().remove(id);
         self.conn_closed.notify_one();
+    }
+
+    /// Whether a graceful shutdown began.
+    pub fn shutting_down(&self) -> bool {
+        self.shutting_down.get()
+    }
+
+    /// The deadline for something that must happen within `d` from now, on
+    /// the sweeper's clock: rounded up by a tick, so that with the sweeper's
+    /// own lateness it passes between `d` and `d + 2 * tick` from now, never
+    /// early. Reads no clock.
+    pub fn deadline_in(&self, d: Duration) -> Instant {
+        self.now.get() + d + self.tick
     }
 
     /// Sends the first message of a request to the least loaded worker that
@@ -119,12 +189,19 @@ impl Reactor {
     pub fn dispatch(&self, msg: &[u8]) -> Result<usize, ConnError> {
         let mut workers = self.workers.borrow_mut();
         let mut ep = self.ep.borrow_mut();
-        let now = Instant::now();
-        let mut order: Vec<usize> = (0..workers.len()).collect();
-        order.sort_by_key(|&w| workers[w].inflight);
-        for w in order {
+        // Workers tried so far, by bit (there are at most 48; see config.rs).
+        let mut tried = 0u64;
+        loop {
+            let Some(w) = (0..workers.len())
+                .filter(|&w| tried & (1 << w) == 0)
+                .min_by_key(|&w| workers[w].inflight)
+            else {
+                return Err(ConnError::NoWorker);
+            };
+            tried |= 1 << w;
             let wr = &mut workers[w];
             if wr.id.is_none() {
+                let now = Instant::now();
                 if now < wr.retry_at {
                     continue;
                 }
@@ -151,7 +228,6 @@ impl Reactor {
                 }
             }
         }
-        Err(ConnError::NoWorker)
     }
 
     /// Sends a further message of a request to its worker. `Full` is retried
@@ -174,9 +250,12 @@ impl Reactor {
     /// ready now have run: the requests they send wake each worker once.
     fn wake_later(&self) {
         if !self.flush_scheduled.replace(true) {
-            self.flush_needed.notify_one();
+            if let Some(w) = self.flusher.take() {
+                w.wake();
+            }
         }
     }
+
     /// A request on worker `w` finished (or failed).
     pub fn request_done(&self, w: usize) {
         if let Some(wr) = self.workers.borrow_mut().get_mut(w) {
@@ -190,10 +269,19 @@ impl Reactor {
             wr.inflight = 0;
             wr.retry_at = Instant::now();
         }
-        for c in self.conns.borrow().values() {
+        for c in self.conns.borrow().iter() {
             if c.worker.get() == Some(w) {
-                let _ = c.tx.send(Reply::WorkerDied);
+                c.worker_died();
             }
+        }
+    }
+
+    fn begin_shutdown(&self) {
+        self.shutting_down.set(true);
+        let _ = self.shutdown_tx.send(true);
+        // Idle connections close now; busy ones notice when they finish.
+        for c in self.conns.borrow().iter() {
+            c.notify();
         }
     }
 
@@ -201,9 +289,7 @@ impl Reactor {
         if tag.is_empty() {
             match wire::decode_to_server(msg) {
                 Ok(ToServer::WorkerDied { worker }) => self.worker_died(worker as usize),
-                Ok(ToServer::Shutdown) => {
-                    let _ = self.shutdown_tx.send(true);
-                }
+                Ok(ToServer::Shutdown) => self.begin_shutdown(),
                 other => eprintln!(
                     "ringway: reactor {}: unexpected control message {other:?}",
                     self.k
@@ -219,8 +305,9 @@ impl Reactor {
             );
             return;
         };
-        if let Some(c) = self.conns.borrow().get(&conn) {
-            let _ = c.tx.send(Reply::Msg(msg.to_vec()));
+        // A reply for a connection that has closed is dropped.
+        if let Some(c) = self.conns.borrow().get(conn) {
+            c.push_reply(msg);
         }
     }
 }
@@ -255,23 +342,23 @@ async fn pump(r: Rc<Reactor>) {
         }
     };
     let ring = format!("reactor.{}!", r.k);
-    let mut buf = Vec::new();
     loop {
-        let mut n = 0;
-        while n < PUMP_BATCH {
-            let got = r.ep.borrow_mut().try_receive_id(r.inbox, &mut buf);
-            match got {
-                Ok(Some(tag_len)) => {
-                    r.deliver(&buf[..tag_len], &buf[tag_len..]);
-                    n += 1;
-                }
-                Ok(None) => break,
-                Err(e) => eprintln!("ringway: reactor {}: inbox: {e}", r.k),
+        // One batch: one claim and one clock read for all of it.
+        let got =
+            r.ep.borrow_mut()
+                .try_receive_many(r.inbox, PUMP_BATCH, |tag, msg| r.deliver(tag, msg));
+        match got {
+            Ok(0) => {}
+            Ok(_) => {
+                // Let the connections write what arrived, then look again.
+                tokio::task::yield_now().await;
+                continue;
             }
-        }
-        if n > 0 {
-            tokio::task::yield_now().await;
-            continue;
+            Err(e) => {
+                eprintln!("ringway: reactor {}: inbox: {e}", r.k);
+                tokio::task::yield_now().await;
+                continue;
+            }
         }
         match r.ep.borrow_mut().arm(&ring) {
             Ok(true) => continue,
@@ -296,18 +383,61 @@ async fn pump(r: Rc<Reactor>) {
 
 /// Delivers the endpoint's held wake-ups once per turn of the runtime: the
 /// connection tasks that sent requests in this turn run first (`yield_now`
-/// puts this task behind them), so a worker is woken once for all of them.
+/// puts this task behind them and behind the runtime's next look at I/O),
+/// so a worker is woken once for all of them, and only if it sleeps.
 async fn flusher(r: Rc<Reactor>) {
     loop {
-        r.flush_needed.notified().await;
+        poll_fn(|cx| {
+            if r.flush_scheduled.get() {
+                Poll::Ready(())
+            } else {
+                r.flusher.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        })
+        .await;
         tokio::task::yield_now().await;
         r.flush_scheduled.set(false);
         r.ep.borrow_mut().flush_wakeups();
     }
 }
 
+/// Enforces deadlines: every `tick`, marks the connections whose deadline
+/// has passed and wakes them; each decides what its deadline meant (408,
+/// 504, a dropped writer, an idle close). One timer per reactor instead of
+/// several registrations per request; the price is `tick` of slack.
+async fn sweeper(r: Rc<Reactor>) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + r.tick, r.tick);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let now = Instant::now();
+        r.now.set(now);
+        for c in r.conns.borrow().iter() {
+            c.check_deadline(now);
+        }
+    }
+}
+
+/// The sweeper's period for these options: an eighth of the shortest
+/// timeout, between 1 ms and 250 ms. A deadline passes at most two ticks
+/// late (a quarter of the shortest timeout); with the defaults (5 s
+/// keep-alive) the sweeper wakes four times a second.
+pub fn tick_for(cfg: &Config) -> Duration {
+    let shortest = [
+        cfg.keep_alive,
+        cfg.header_timeout,
+        cfg.timeout,
+        cfg.write_timeout,
+    ]
+    .into_iter()
+    .min()
+    .unwrap_or(Duration::from_secs(1));
+    (shortest / 8).clamp(Duration::from_millis(1), Duration::from_millis(250))
+}
+
 async fn accept_loop(r: Rc<Reactor>, l: Listener) {
-    let mut shutdown = r.shutdown.clone();
+    let mut shutdown = r.shutdown_tx.subscribe();
     loop {
         tokio::select! {
             res = l.accept() => match res {
@@ -362,7 +492,7 @@ pub fn run(
                     return;
                 }
             };
-            let (shutdown_tx, shutdown) = watch::channel(false);
+            let (shutdown_tx, mut shutdown) = watch::channel(false);
             let workers = (0..shared.cfg.workers)
                 .map(|w| WorkerRef {
                     ring: format!("worker.{w}!"),
@@ -378,23 +508,24 @@ pub fn run(
                 ep: RefCell::new(ep),
                 inbox,
                 workers: RefCell::new(workers),
-                conns: RefCell::new(HashMap::new()),
-                next_conn: Cell::new(0),
-                shutdown,
+                conns: RefCell::new(Conns::default()),
+                tick: tick_for(&shared.cfg),
+                now: Cell::new(Instant::now()),
+                shutting_down: Cell::new(false),
                 shutdown_tx,
                 conn_closed: Notify::new(),
                 flush_scheduled: Cell::new(false),
-                flush_needed: Notify::new(),
+                flusher: Cell::new(None),
             });
             r.ep.borrow_mut().hold_wakeups(true);
             tokio_uring::spawn(flusher(r.clone()));
             tokio_uring::spawn(pump(r.clone()));
+            tokio_uring::spawn(sweeper(r.clone()));
             for l in adopted {
                 tokio_uring::spawn(accept_loop(r.clone(), l));
             }
             let _ = ready.send(Ok(()));
-            let mut sd = r.shutdown.clone();
-            let _ = sd.wait_for(|s| *s).await;
+            let _ = shutdown.wait_for(|s| *s).await;
             // Graceful: no new connections; in-flight requests get until the deadline.
             let deadline = tokio::time::Instant::now() + shared.cfg.graceful_timeout;
             while !r.conns.borrow().is_empty() {
@@ -404,4 +535,44 @@ pub fn run(
                 }
             }
         });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reused_slot_does_not_answer_to_the_old_id() {
+        let mut conns = Conns::default();
+        let a = conns.insert(Rc::new(ConnCell::new()));
+        let b = conns.insert(Rc::new(ConnCell::new()));
+        assert_ne!(a, b);
+        assert_eq!(conns.len(), 2);
+        conns.remove(a);
+        assert!(conns.get(a).is_none());
+        let c = conns.insert(Rc::new(ConnCell::new()));
+        // Same slot, new generation: a late reply for `a` finds nothing.
+        assert_eq!(c & 0xffff_ffff, a & 0xffff_ffff);
+        assert_ne!(c, a);
+        assert!(conns.get(a).is_none());
+        assert!(conns.get(c).is_some() && conns.get(b).is_some());
+        // Removing a stale id does not remove the slot's new connection.
+        conns.remove(a);
+        assert!(conns.get(c).is_some());
+        assert_eq!((conns.len(), conns.iter().count()), (2, 2));
+        conns.remove(b);
+        conns.remove(c);
+        assert!(conns.is_empty());
+        assert!(conns.get(u64::MAX).is_none());
+    }
+
+    #[test]
+    fn the_sweeper_ticks_at_an_eighth_of_the_shortest_timeout() {
+        let mut cfg = Config::default();
+        assert_eq!(tick_for(&cfg), Duration::from_millis(250));
+        cfg.header_timeout = Duration::from_millis(300);
+        assert_eq!(tick_for(&cfg), Duration::from_micros(37_500));
+        cfg.timeout = Duration::from_micros(10);
+        assert_eq!(tick_for(&cfg), Duration::from_millis(1));
+    }
 }

@@ -9,6 +9,48 @@ use super::error::ProtoError;
 use super::grammar::{is_token, list_elements, parse_decimal, push_decimal, push_hex, trim_ows};
 use super::parse::Version;
 
+/// Header fields as the encoder reads them: `(name, value)` pairs in order,
+/// readable more than once (they are validated, then written). Owned lists
+/// implement it, and so does a view over a worker's message, so a response
+/// head is written straight from the bytes that carried it.
+pub trait Fields {
+    /// The fields, in order.
+    fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])>;
+}
+
+impl Fields for [(Vec<u8>, Vec<u8>)] {
+    fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.iter().map(|(n, v)| (n.as_slice(), v.as_slice()))
+    }
+}
+
+impl Fields for Vec<(Vec<u8>, Vec<u8>)> {
+    fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.as_slice().fields()
+    }
+}
+
+impl Fields for [(&[u8], &[u8])] {
+    fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.iter().copied()
+    }
+}
+
+/// `F` followed by one more field (the `content-length` the server adds
+/// when it has the whole body).
+pub struct WithField<'a, F: ?Sized> {
+    /// The fields.
+    pub fields: &'a F,
+    /// The extra field, if any.
+    pub extra: Option<(&'a [u8], &'a [u8])>,
+}
+
+impl<F: Fields + ?Sized> Fields for WithField<'_, F> {
+    fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.fields.fields().chain(self.extra)
+    }
+}
+
 /// How a response body is delimited on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ResponseFraming {
@@ -58,7 +100,7 @@ pub fn encode_head(
     is_head: bool,
     keep_alive: bool,
     status: u16,
-    headers: &[(Vec<u8>, Vec<u8>)],
+    headers: &(impl Fields + ?Sized),
     trailers: bool,
     date: &[u8],
     server: &[u8],
@@ -107,7 +149,7 @@ pub fn encode_head(
     if !facts.server && !server.is_empty() {
         push_field(out, b"server", server);
     }
-    for (name, value) in headers {
+    for (name, value) in headers.fields() {
         let framing_field = name.eq_ignore_ascii_case(b"content-length")
             || name.eq_ignore_ascii_case(b"transfer-encoding");
         let our_connection_field = name.eq_ignore_ascii_case(b"connection")
@@ -157,7 +199,7 @@ struct HeaderFacts {
 }
 
 /// Validates the application's headers and collects [`HeaderFacts`].
-fn inspect_headers(headers: &[(Vec<u8>, Vec<u8>)]) -> Result<HeaderFacts, ProtoError> {
+fn inspect_headers(headers: &(impl Fields + ?Sized)) -> Result<HeaderFacts, ProtoError> {
     let mut facts = HeaderFacts {
         content_length: None,
         date: false,
@@ -165,7 +207,7 @@ fn inspect_headers(headers: &[(Vec<u8>, Vec<u8>)]) -> Result<HeaderFacts, ProtoE
         close: false,
         close_kept: false,
     };
-    for (name, value) in headers {
+    for (name, value) in headers.fields() {
         if !is_token(name) {
             return Err(ProtoError::BadResponse(format!(
                 "header name {:?} is not a token",

@@ -25,7 +25,10 @@ mod grammar;
 pub mod parse;
 
 pub use decode::BodyDecoder;
-pub use encode::{encode_head, error_response, http_date, BodyEncoder, ResponseFraming, CONTINUE};
+pub use encode::{
+    encode_head, error_response, http_date, BodyEncoder, Fields, ResponseFraming, WithField,
+    CONTINUE,
+};
 pub use error::{status_for, ProtoError};
 pub use parse::{parse_head, BodyFraming, Limits, RequestHead, Version};
 
@@ -131,7 +134,7 @@ PUT /d HTTP/1.1\r\nHost: x\r\nContent-Length: 15\r\n\r\nGET /e HTTP/1.1";
             false,
             true,
             200,
-            &[],
+            &Vec::<(Vec<u8>, Vec<u8>)>::new(),
             true,
             b"",
             b"",
