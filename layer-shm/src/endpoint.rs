@@ -349,7 +349,7 @@ impl Endpoint {
             .sum();
         let expires = match shared.message_expiry_ms {
             0 => 0,
-            e => sys::monotonic_coarse_ms() + e,
+            e => sys::monotonic_coarse_ms().saturating_add(e),
         };
         let mut sent = 0;
         for m in messages {
@@ -713,7 +713,7 @@ impl Endpoint {
                     let other = format!("{ring}{}", String::from_utf8_lossy(&buf[..tag_len]));
                     let expires_ms = match self.shared().message_expiry_ms {
                         0 => 0,
-                        e => now + e,
+                        e => now.saturating_add(e),
                     };
                     self.stash.entry(other).or_default().push_back(Stashed {
                         expires_ms,

@@ -17,6 +17,10 @@ use crate::ring::{self, Lane, LaneLimits};
 use crate::sync::CachePadded;
 use crate::sys::{self, Mapping};
 
+/// The longest message or group expiry a segment takes: ten years, far
+/// beyond any sensible setting and far from overflowing a deadline.
+pub const MAX_EXPIRY_MS: u64 = 10 * 366 * 86_400_000;
+
 /// How long a table change waits for the segment lock before giving up.
 const LOCK_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -150,6 +154,16 @@ impl Segment {
         geo.validate().map_err(Error::Config)?;
         if config.capacity == 0 {
             return Err(Error::Config("capacity must be at least 1".into()));
+        }
+        for (what, d) in [
+            ("expiry", config.expiry),
+            ("group_expiry", config.group_expiry),
+        ] {
+            if d.as_millis() > u128::from(MAX_EXPIRY_MS) {
+                return Err(Error::Config(format!(
+                    "{what} of {d:?} is longer than the ten years a segment allows"
+                )));
+            }
         }
         if config.channel_capacity.len() > MAX_RULES {
             return Err(Error::Config(format!(
@@ -347,6 +361,16 @@ impl Segment {
         }
         if h.default_capacity == 0 || h.rule_count as usize > MAX_RULES {
             return Err(Error::Corrupt("capacity settings out of range".into()));
+        }
+        for (what, ms) in [
+            ("message expiry", h.message_expiry_ms),
+            ("group expiry", h.group_expiry_ms),
+        ] {
+            if ms > MAX_EXPIRY_MS {
+                return Err(Error::Corrupt(format!(
+                    "{what} of {ms} ms is beyond the {MAX_EXPIRY_MS} ms a segment allows"
+                )));
+            }
         }
         let mut rules = Vec::new();
         for r in &h.rules[..h.rule_count as usize] {

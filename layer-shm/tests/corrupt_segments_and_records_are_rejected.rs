@@ -89,6 +89,33 @@ fn a_segment_with_inconsistent_geometry_is_refused() {
 }
 
 #[test]
+fn an_absurd_expiry_in_the_header_is_refused() {
+    // Found by the segment_header fuzzer: a message expiry near u64::MAX
+    // made `now + expiry` overflow (in release builds: wrap, and every
+    // message would be born expired).
+    let seg = Segment::create(&config()).unwrap();
+    let copy = copy_of(&seg);
+    let off = std::mem::offset_of!(ringway_layer_shm::layout::Header, message_expiry_ms) as u64;
+    patch(&copy, off, &(u64::MAX - 5).to_le_bytes());
+    let err = Segment::open(&copy).err().unwrap();
+    std::fs::remove_file(&copy).unwrap();
+    assert!(matches!(err, Error::Corrupt(_)), "{err}");
+    assert!(err.to_string().contains("message expiry"), "{err}");
+}
+
+#[test]
+fn a_config_with_an_absurd_expiry_is_refused() {
+    let err = Segment::create(&ringway_layer_shm::Config {
+        group_expiry: std::time::Duration::from_secs(u64::MAX / 2),
+        ..config()
+    })
+    .err()
+    .unwrap();
+    assert!(matches!(err, Error::Config(_)), "{err}");
+    assert!(err.to_string().contains("group_expiry"), "{err}");
+}
+
+#[test]
 fn a_corrupt_record_is_rejected_and_the_channel_carries_on() {
     let seg = Segment::create(&config()).unwrap();
     let mut rx = seg.endpoint().unwrap();
