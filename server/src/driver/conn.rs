@@ -3,26 +3,26 @@
 //!
 //! Requests on a connection are served one after another, so pipelined
 //! requests are answered in order; bytes of the next request wait in the
-//! input buffer. Two tasks share one [`ConnCell`]:
+//! input buffer. One task serves a connection. It keeps a socket read in
+//! flight (the [`Reader`]) and polls it at every point where it waits, so
+//! input keeps arriving while a request is with a worker (a client that goes
+//! away is noticed); it stops reading at [`READ_AHEAD`] bytes, unless it
+//! needs more to finish a head or a body chunk, so a request body waits in
+//! the socket while the worker has not taken the last chunk (flow control).
+//! The read is never dropped while the connection lives: dropping an
+//! in-flight tokio-uring read loses the bytes it may have read.
 //!
-//! - the *reader* keeps a read in flight and appends what it reads to the
-//!   cell's input. It is a task of its own because dropping an in-flight
-//!   tokio-uring read loses the bytes it may have read; the reader's read is
-//!   only ever dropped when the connection closes. It reads ahead while a
-//!   request is in flight (so a client that goes away is noticed) but stops
-//!   at [`READ_AHEAD`] bytes, unless the connection task needs more to
-//!   finish a head or a body chunk; a request body therefore waits in the
-//!   socket while the worker has not taken the last chunk (flow control).
-//! - the *connection task* parses, dispatches, and relays replies. The inbox
-//!   pump appends each reply to the cell's queue and wakes it; the sweeper
-//!   marks it when its deadline passes.
-//!
-//! Nothing per request allocates a channel, a timer or a task.
+//! The rest of the reactor reaches the task through its [`ConnCell`]: the
+//! inbox pump appends replies to the cell's queue, the sweeper marks a
+//! passed deadline, and either wakes the task. Nothing per request allocates
+//! a channel, a timer or a task.
 
 use std::cell::{Cell, RefCell};
 use std::future::{poll_fn, Future};
+use std::io;
 use std::net::SocketAddr;
-use std::pin::pin;
+use std::path::PathBuf;
+use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
@@ -111,19 +111,83 @@ impl Input {
     }
 }
 
-/// A connection's state shared by its connection task, its reader task, the
-/// inbox pump and the sweeper (all on one thread: cells, no locks).
+/// A socket read in flight (tokio-uring's read future is unnamed).
+type ReadOp = Pin<Box<dyn Future<Output = (io::Result<usize>, Vec<u8>)>>>;
+
+/// The read side of a connection.
+struct Reader {
+    /// The read in flight, if any.
+    op: Option<ReadOp>,
+    /// The read buffer while no read is in flight (one buffer, reused).
+    spare: Option<Vec<u8>>,
+    /// What was read and not yet consumed.
+    input: Input,
+    /// The socket reached its end (or failed): nothing more will come.
+    eof: bool,
+    /// Reads are started while `input` holds fewer bytes than this.
+    limit: usize,
+}
+
+impl Reader {
+    fn new() -> Self {
+        Reader {
+            op: None,
+            spare: None,
+            input: Input::default(),
+            eof: false,
+            limit: usize::MAX,
+        }
+    }
+
+    /// Whether a new read should start.
+    fn may_read(&self) -> bool {
+        self.op.is_none() && !self.eof && self.input.len() < self.limit
+    }
+
+    /// Takes a finished read's result: bytes, or the end.
+    fn complete(&mut self, res: io::Result<usize>, mut buf: Vec<u8>) {
+        match res {
+            Ok(n) if n > 0 => {
+                self.input.append(&buf[..n]);
+                buf.clear();
+                self.spare = Some(buf);
+            }
+            _ => self.eof = true,
+        }
+    }
+
+    /// Drives the read: finishes the one in flight, starts the next while
+    /// allowed. Returns whether anything arrived.
+    fn poll(&mut self, stream: &Rc<Stream>, cx: &mut Context<'_>) -> bool {
+        let mut arrived = false;
+        loop {
+            if let Some(op) = &mut self.op {
+                match op.as_mut().poll(cx) {
+                    Poll::Pending => return arrived,
+                    Poll::Ready((res, buf)) => {
+                        self.op = None;
+                        self.complete(res, buf);
+                        arrived = true;
+                    }
+                }
+            }
+            if !self.may_read() {
+                return arrived;
+            }
+            let buf = self
+                .spare
+                .take()
+                .unwrap_or_else(|| Vec::with_capacity(READ_SIZE));
+            let stream = stream.clone();
+            self.op = Some(Box::pin(async move { stream.read(buf).await }));
+        }
+    }
+}
+
+/// A connection's state that the rest of the reactor reaches: the inbox
+/// pump, the sweeper and the supervisor's messages (all on one thread:
+/// cells, no locks).
 pub struct ConnCell {
-    /// Read and not yet consumed by the connection task. Appended to by the
-    /// reader only.
-    input: RefCell<Input>,
-    /// The reader saw the end of the stream or an error: no more input.
-    eof: Cell<bool>,
-    /// The reader reads while `input` holds fewer bytes than this; set by
-    /// the connection task.
-    read_limit: Cell<usize>,
-    /// The reader, parked because `input` reached `read_limit`.
-    reader: Cell<Option<Waker>>,
     /// Replies from the worker in arrival order, `[len:u32 LE][message]`
     /// each; a `len` of [`WORKER_DIED`] (no message) says the worker died.
     replies: RefCell<Vec<u8>>,
@@ -136,7 +200,7 @@ pub struct ConnCell {
     /// Bumped by every [`ConnCell::notify`]: the connection task sleeps only
     /// if nothing happened since it last looked.
     events: Cell<u64>,
-    /// The connection task, while it waits.
+    /// The connection task's waker (kept: notifying wakes it by reference).
     task: Cell<Option<Waker>>,
 }
 
@@ -150,10 +214,6 @@ impl ConnCell {
     /// A cell for a new connection.
     pub fn new() -> Self {
         ConnCell {
-            input: RefCell::default(),
-            eof: Cell::new(false),
-            read_limit: Cell::new(usize::MAX),
-            reader: Cell::new(None),
             replies: RefCell::default(),
             worker: Cell::new(None),
             deadline: Cell::new(None),
@@ -166,9 +226,11 @@ impl ConnCell {
     /// Wakes the connection task (something it may wait for happened).
     pub fn notify(&self) {
         self.events.set(self.events.get().wrapping_add(1));
-        if let Some(w) = self.task.take() {
-            w.wake();
+        let task = self.task.take();
+        if let Some(w) = &task {
+            w.wake_by_ref();
         }
+        self.task.set(task);
     }
 
     /// Queues a reply from the worker (the inbox pump).
@@ -211,19 +273,6 @@ impl ConnCell {
         }
     }
 
-    /// Waits until something is notified after the count `seen` was read.
-    async fn changed(&self, seen: u64) {
-        poll_fn(|cx| {
-            if self.events.get() != seen {
-                Poll::Ready(())
-            } else {
-                self.register(cx);
-                Poll::Pending
-            }
-        })
-        .await
-    }
-
     /// Moves the queued replies into `batch` (which must be empty), leaving
     /// `batch`'s old buffer to the queue: no copy, no allocation.
     fn take_replies(&self, batch: &mut Vec<u8>) {
@@ -234,61 +283,6 @@ impl ConnCell {
     /// Drops the queued replies (all of them belong to earlier requests).
     fn clear_replies(&self) {
         self.replies.borrow_mut().clear();
-    }
-
-    /// Consumes `n` input bytes and lets the reader go on if it waited.
-    fn consume(&self, n: usize) {
-        self.input.borrow_mut().consume(n);
-        self.wake_reader();
-    }
-
-    /// Sets how far the reader may read ahead.
-    fn set_read_limit(&self, limit: usize) {
-        self.read_limit.set(limit);
-        self.wake_reader();
-    }
-
-    fn wake_reader(&self) {
-        if self.input.borrow().len() < self.read_limit.get() {
-            if let Some(w) = self.reader.take() {
-                w.wake();
-            }
-        }
-    }
-
-    /// Waits until the reader may read.
-    async fn read_permit(&self) {
-        poll_fn(|cx| {
-            if self.input.borrow().len() < self.read_limit.get() {
-                Poll::Ready(())
-            } else {
-                self.reader.set(Some(cx.waker().clone()));
-                Poll::Pending
-            }
-        })
-        .await
-    }
-}
-
-/// The reader task: keeps one read in flight, into one reused buffer.
-async fn read_loop(cell: Rc<ConnCell>, stream: Rc<Stream>) {
-    let mut buf = Vec::with_capacity(READ_SIZE);
-    loop {
-        cell.read_permit().await;
-        let (res, b) = stream.read(buf).await;
-        buf = b;
-        match res {
-            Ok(n) if n > 0 => {
-                cell.input.borrow_mut().append(&buf[..n]);
-                buf.clear();
-                cell.notify();
-            }
-            _ => {
-                cell.eof.set(true);
-                cell.notify();
-                return;
-            }
-        }
     }
 }
 
@@ -314,6 +308,22 @@ enum Resp {
     Done,
 }
 
+/// What the connection must do after handling a reply. Replies are handled
+/// without waiting for anything; the I/O they call for is done by the loop
+/// that relays them.
+enum Step {
+    /// Nothing (a late reply, more trailers to come).
+    Nothing,
+    /// Write out `wbuf`; the response goes on.
+    Write,
+    /// Write out `wbuf`; the response is complete.
+    Finish,
+    /// Stream this file as the body (`http.response.pathsend`).
+    SendFile(PathBuf),
+    /// The worker took the last request body chunk: send the next.
+    SendBody,
+}
+
 /// Where the request body is.
 struct BodyIn {
     dec: BodyDecoder,
@@ -332,6 +342,18 @@ impl BodyIn {
     }
 }
 
+/// One request's exchange with its worker, as the replies see it.
+struct Exchange<'h> {
+    head: &'h RequestHead,
+    is_head: bool,
+    /// Whether the connection may stay open, as far as known.
+    keep_alive: bool,
+    resp: Resp,
+    body: BodyIn,
+    /// The worker.
+    w: usize,
+}
+
 /// What the access log gets to know about a request, filled in as it goes.
 struct Outcome {
     /// Status sent (0: none yet).
@@ -347,6 +369,7 @@ struct Conn {
     id: u64,
     cell: Rc<ConnCell>,
     stream: Rc<Stream>,
+    rd: Reader,
     info: ConnInfo,
     phase: Phase,
     req_no: u32,
@@ -368,13 +391,13 @@ pub async fn serve(
     let cell = Rc::new(ConnCell::new());
     let id = r.open_conn(cell.clone());
     let stream = Rc::new(stream);
-    let reader = tokio_uring::spawn(read_loop(cell.clone(), stream.clone()));
     let mut c = Conn {
         info: ConnInfo::new(peer, local, &r.cfg.forwarded_allow),
         r: r.clone(),
         id,
         cell,
         stream: stream.clone(),
+        rd: Reader::new(),
         phase: Phase::Idle,
         req_no: 0,
         wbuf: Vec::with_capacity(4096),
@@ -382,8 +405,8 @@ pub async fn serve(
         batch: Vec::new(),
     };
     c.run().await;
-    // Closing anyway: what the reader's read may still bring is not wanted.
-    reader.abort();
+    // Closing anyway: what the read in flight may still bring is not wanted.
+    drop(c);
     stream.shutdown(std::net::Shutdown::Both);
     r.close_conn(id);
 }
@@ -403,21 +426,38 @@ fn decimal(mut n: usize, buf: &mut [u8; 20]) -> &[u8] {
 
 impl Conn {
     async fn run(&mut self) {
+        // One head for all the connection's requests: its buffers are reused.
+        let mut head = RequestHead::default();
         loop {
-            let head = match self.read_head().await {
-                Ok(Some(h)) => h,
-                Ok(None) => return,
+            match self.read_head(&mut head).await {
+                Ok(true) => {}
+                Ok(false) => return,
                 Err(e) => {
                     let t0 = self.r.log.as_ref().map(|_| Instant::now());
                     self.fail(&e, None, t0).await;
                     return;
                 }
-            };
+            }
             self.req_no = self.req_no.wrapping_add(1);
-            if !self.request(head).await {
+            if !self.request(&head).await {
                 return;
             }
         }
+    }
+
+    /// Waits until input arrives or the cell is notified after its count was
+    /// `seen`, reading meanwhile.
+    async fn wait(&mut self, seen: u64) {
+        let (rd, stream, cell) = (&mut self.rd, &self.stream, &self.cell);
+        poll_fn(|cx| {
+            if rd.poll(stream, cx) || cell.events.get() != seen {
+                Poll::Ready(())
+            } else {
+                cell.register(cx);
+                Poll::Pending
+            }
+        })
+        .await
     }
 
     /// Enters `phase` with the deadline it has, counted from now.
@@ -433,55 +473,49 @@ impl Conn {
         self.cell.set_deadline(limit.map(|l| self.r.deadline_in(l)));
     }
 
-    /// Reads the next request head. `Ok(None)`: the connection should close
-    /// quietly (client gone, idle keep-alive timeout, shutdown).
-    async fn read_head(&mut self) -> Result<Option<RequestHead>, ConnError> {
-        let cell = self.cell.clone();
+    /// Reads the next request head into `head`. `Ok(false)`: the connection
+    /// should close quietly (client gone, idle keep-alive timeout, shutdown).
+    async fn read_head(&mut self, head: &mut RequestHead) -> Result<bool, ConnError> {
         // A head may be as long as the limits allow: the parser refuses
-        // what is too long, so the reader need not stop before.
-        cell.set_read_limit(usize::MAX);
+        // what is too long, so reading need not stop before.
+        self.rd.limit = usize::MAX;
         self.enter(Phase::Idle);
         // Both deadlines count from the start of the wait.
         let head_deadline = self.r.deadline_in(self.r.cfg.header_timeout);
         loop {
-            let seen = cell.events.get();
-            let parsed = {
-                let input = cell.input.borrow();
-                if input.len() == 0 {
-                    None
-                } else {
-                    h1::parse_head(input.bytes(), &self.r.cfg.limits)?
+            let seen = self.cell.events.get();
+            let input = &mut self.rd.input;
+            if input.len() > 0 {
+                if let Some(n) = h1::parse_head_into(input.bytes(), &self.r.cfg.limits, head)? {
+                    input.consume(n);
+                    return Ok(true);
                 }
-            };
-            if let Some((head, n)) = parsed {
-                cell.consume(n);
-                return Ok(Some(head));
             }
-            let idle = cell.input.borrow().len() == 0;
+            let idle = input.len() == 0;
             // Shutting down: serve a request that already arrived (its
             // client saw no `connection: close` yet), else close.
             if idle && self.r.shutting_down() {
-                return Ok(None);
+                return Ok(false);
             }
-            if cell.eof.get() {
-                return Ok(None);
+            if self.rd.eof {
+                return Ok(false);
             }
             if !idle && self.phase == Phase::Idle {
                 self.phase = Phase::Head;
-                cell.set_deadline(Some(head_deadline));
+                self.cell.set_deadline(Some(head_deadline));
             }
-            if cell.expired.get() {
+            if self.cell.expired.get() {
                 return if idle {
-                    Ok(None)
+                    Ok(false)
                 } else {
                     Err(ConnError::HeaderTimeout)
                 };
             }
-            cell.changed(seen).await;
+            self.wait(seen).await;
         }
     }
 
-    /// Writes `wbuf` out, within --write-timeout.
+    /// Writes `wbuf` out, within --write-timeout, reading meanwhile.
     async fn flush(&mut self) -> Result<(), ConnError> {
         if self.wbuf.is_empty() {
             return Ok(());
@@ -490,13 +524,15 @@ impl Conn {
         let saved = cell.deadline.get();
         cell.set_deadline(Some(self.r.deadline_in(self.r.cfg.write_timeout)));
         let buf = std::mem::take(&mut self.wbuf);
-        let mut write = pin!(self.stream.write_all(buf));
+        let (rd, stream) = (&mut self.rd, &self.stream);
+        let mut write = pin!(stream.write_all(buf));
         // The write, unless the sweeper says the deadline passed first (the
         // dropped write is cancelled; the connection closes).
         let done = poll_fn(|cx| {
             if let Poll::Ready(r) = write.as_mut().poll(cx) {
                 return Poll::Ready(Some(r));
             }
+            rd.poll(stream, cx);
             if cell.expired.get() {
                 return Poll::Ready(None);
             }
@@ -572,7 +608,7 @@ impl Conn {
     }
 
     /// Serves one request; returns whether the connection stays open.
-    async fn request(&mut self, head: RequestHead) -> bool {
+    async fn request(&mut self, head: &RequestHead) -> bool {
         // The clock is read for the access log only.
         let t0 = self.r.log.as_ref().map(|_| Instant::now());
         let mut out = Outcome {
@@ -580,18 +616,18 @@ impl Conn {
             bytes: 0,
             headers: Vec::new(),
         };
-        let result = self.exchange(&head, &mut out).await;
+        let result = self.exchange(head, &mut out).await;
         if let Some(w) = self.cell.worker.take() {
             self.r.request_done(w);
         }
         match result {
             Ok(keep_alive) => {
-                self.access_log(Some(&head), &out, t0);
+                self.access_log(Some(head), &out, t0);
                 keep_alive
             }
             Err(e) => {
                 if out.status == 0 {
-                    self.fail(&e, Some(&head), t0).await;
+                    self.fail(&e, Some(head), t0).await;
                 } else {
                     // The response had started: all we can do is close.
                     if !matches!(e, ConnError::ClientGone | ConnError::WriteTimeout) {
@@ -600,7 +636,7 @@ impl Conn {
                             self.info.peer_host, head.method
                         );
                     }
-                    self.access_log(Some(&head), &out, t0);
+                    self.access_log(Some(head), &out, t0);
                 }
                 false
             }
@@ -629,15 +665,13 @@ impl Conn {
     }
 
     /// Decodes what the input holds of the body into `body.pending`.
-    fn decode_body(&self, body: &mut BodyIn) -> Result<(), ConnError> {
+    fn decode_body(&mut self, body: &mut BodyIn) -> Result<(), ConnError> {
         if body.dec.is_done() {
             return Ok(());
         }
-        let n = {
-            let input = self.cell.input.borrow();
-            body.dec.decode(input.bytes(), &mut body.pending)?
-        };
-        self.cell.consume(n);
+        let input = &mut self.rd.input;
+        let n = body.dec.decode(input.bytes(), &mut body.pending)?;
+        input.consume(n);
         Ok(())
     }
 
@@ -666,9 +700,6 @@ impl Conn {
     /// the connection may stay open.
     async fn exchange(&mut self, head: &RequestHead, out: &mut Outcome) -> Result<bool, ConnError> {
         let r = self.r.clone();
-        let cell = self.cell.clone();
-        let is_head = head.method == "HEAD";
-        let mut keep_alive = head.keep_alive;
         let mut body = BodyIn {
             dec: BodyDecoder::with_limits(head.body, &r.cfg.limits),
             pending: Vec::new(),
@@ -695,71 +726,25 @@ impl Conn {
         );
         body.pending.drain(..take);
         // Whatever is queued answers earlier requests.
-        cell.clear_replies();
+        self.cell.clear_replies();
         let w = r.dispatch(&self.msg)?;
-        cell.worker.set(Some(w));
+        self.cell.worker.set(Some(w));
         self.enter(Phase::Waiting);
         body.awaiting_taken = more;
         body.all_sent = !more;
-
-        let mut resp = Resp::NotStarted;
-        let mut batch = std::mem::take(&mut self.batch);
-        let outcome = 'exchange: loop {
-            let seen = cell.events.get();
-            cell.take_replies(&mut batch);
-            let mut at = 0;
-            while at < batch.len() {
-                let len = u32::from_le_bytes(batch[at..at + 4].try_into().expect("4 bytes"));
-                at += 4;
-                if len == WORKER_DIED {
-                    break 'exchange Err(ConnError::WorkerDied);
-                }
-                let msg = &batch[at..at + len as usize];
-                at += len as usize;
-                let step = self
-                    .on_reply(
-                        msg,
-                        head,
-                        is_head,
-                        &mut keep_alive,
-                        &mut resp,
-                        &mut body,
-                        w,
-                        out,
-                    )
-                    .await;
-                match step {
-                    Ok(true) => break 'exchange Ok(()),
-                    Ok(false) => {}
-                    Err(e) => break 'exchange Err(e),
-                }
-            }
-            batch.clear();
-            if cell.eof.get() {
-                break Err(ConnError::ClientGone);
-            }
-            // More of the body may have arrived. (If nothing could be sent,
-            // the wait below lasts until the reader brings more.)
-            if body.needs_bytes() {
-                if let Err(e) = self.pump_body(&mut body, w).await {
-                    break Err(e);
-                }
-            }
-            if cell.expired.get() && self.phase == Phase::Waiting {
-                break Err(ConnError::ResponseTimeout);
-            }
-            // Read ahead up to READ_AHEAD, or as far as the body decoder
-            // needs to make a chunk.
-            cell.set_read_limit(if body.needs_bytes() {
-                usize::MAX
-            } else {
-                READ_AHEAD
-            });
-            cell.changed(seen).await;
+        let mut x = Exchange {
+            head,
+            is_head: head.method == "HEAD",
+            keep_alive: head.keep_alive,
+            resp: Resp::NotStarted,
+            body,
+            w,
         };
+        let mut batch = std::mem::take(&mut self.batch);
+        let relayed = self.relay(&mut x, &mut batch, out).await;
         batch.clear();
         self.batch = batch;
-        if let Err(e) = outcome {
+        if let Err(e) = relayed {
             if matches!(
                 e,
                 ConnError::ClientGone | ConnError::ResponseTimeout | ConnError::WriteTimeout
@@ -771,26 +756,76 @@ impl Conn {
             return Err(e);
         }
         // A body the app never read keeps the connection from being reused.
-        Ok(keep_alive && body.dec.is_done() && body.pending.is_empty())
+        Ok(x.keep_alive && x.body.dec.is_done() && x.body.pending.is_empty())
     }
 
-    /// Handles one message from the worker; `Ok(true)` when the response is
-    /// complete.
-    #[allow(clippy::too_many_arguments)]
-    async fn on_reply(
+    /// Relays the worker's replies until the response is complete, moving
+    /// the request body along as the worker takes it.
+    async fn relay(
+        &mut self,
+        x: &mut Exchange<'_>,
+        batch: &mut Vec<u8>,
+        out: &mut Outcome,
+    ) -> Result<(), ConnError> {
+        loop {
+            let seen = self.cell.events.get();
+            self.cell.take_replies(batch);
+            let mut at = 0;
+            while at < batch.len() {
+                let len = u32::from_le_bytes(batch[at..at + 4].try_into().expect("4 bytes"));
+                at += 4;
+                if len == WORKER_DIED {
+                    return Err(ConnError::WorkerDied);
+                }
+                let msg = &batch[at..at + len as usize];
+                at += len as usize;
+                match self.on_reply(msg, x, out)? {
+                    Step::Nothing => {}
+                    Step::Write => self.flush().await?,
+                    Step::Finish => return self.flush().await,
+                    Step::SendFile(path) => {
+                        // Boxed: a rare path whose future would otherwise
+                        // make every request's future larger.
+                        Box::pin(self.send_file(&path, x, out)).await?;
+                        return self.flush().await;
+                    }
+                    Step::SendBody => self.pump_body(&mut x.body, x.w).await?,
+                }
+            }
+            batch.clear();
+            if self.rd.eof {
+                return Err(ConnError::ClientGone);
+            }
+            // More of the body may have arrived. (If nothing could be sent,
+            // the wait below lasts until more arrives.)
+            if x.body.needs_bytes() {
+                self.pump_body(&mut x.body, x.w).await?;
+            }
+            if self.cell.expired.get() && self.phase == Phase::Waiting {
+                return Err(ConnError::ResponseTimeout);
+            }
+            // Read ahead up to READ_AHEAD, or as far as the body decoder
+            // needs to make a chunk.
+            self.rd.limit = if x.body.needs_bytes() {
+                usize::MAX
+            } else {
+                READ_AHEAD
+            };
+            self.wait(seen).await;
+        }
+    }
+
+    /// Handles one message from the worker.
+    fn on_reply(
         &mut self,
         raw: &[u8],
-        head: &RequestHead,
-        is_head: bool,
-        keep_alive: &mut bool,
-        resp: &mut Resp,
-        body: &mut BodyIn,
-        w: usize,
+        x: &mut Exchange<'_>,
         out: &mut Outcome,
-    ) -> Result<bool, ConnError> {
+    ) -> Result<Step, ConnError> {
         let msg = wire::decode_to_server(raw).map_err(|e| ConnError::App(e.to_string()))?;
         if msg.req() != Some(self.req_no) {
-            return Ok(false); // a late reply to an earlier request on this connection
+            // A late reply to an earlier request on this connection.
+            return Ok(Step::Nothing);
         }
         let app = |what: &str| Err(ConnError::App(what.to_owned()));
         match msg {
@@ -801,7 +836,7 @@ impl Conn {
                 body: first,
                 ..
             } => {
-                if !matches!(resp, Resp::NotStarted) {
+                if !matches!(x.resp, Resp::NotStarted) {
                     return app("http.response.start sent twice");
                 }
                 // The whole body came with the start: say how long it is, so
@@ -813,7 +848,7 @@ impl Conn {
                         .iter()
                         .any(|(k, _)| k.eq_ignore_ascii_case(b"content-length"));
                     let bodyless =
-                        st < 200 || st == 204 || st == 304 || (is_head && whole.is_empty());
+                        st < 200 || st == 204 || st == 304 || (x.is_head && whole.is_empty());
                     if !has_length && !trailers && !bodyless {
                         extra = Some((&b"content-length"[..], decimal(whole.len(), &mut digits)));
                     }
@@ -823,12 +858,12 @@ impl Conn {
                     extra,
                 };
                 // After SIGTERM, every response says `connection: close`.
-                let ka_in = *keep_alive && !self.r.shutting_down();
+                let ka_in = x.keep_alive && !self.r.shutting_down();
                 let (framing, ka) = with_date(|d| {
                     h1::encode_head(
                         &mut self.wbuf,
-                        head.version,
-                        is_head,
+                        x.head.version,
+                        x.is_head,
                         ka_in,
                         st,
                         &fields,
@@ -838,7 +873,7 @@ impl Conn {
                     )
                 })
                 .map_err(|e| ConnError::App(format!("invalid response: {e}")))?;
-                *keep_alive = ka;
+                x.keep_alive = ka;
                 out.status = st;
                 if self.r.log.is_some() {
                     out.headers = fields
@@ -848,72 +883,71 @@ impl Conn {
                 }
                 self.enter(Phase::Responding);
                 let trailers = trailers && framing == ResponseFraming::Chunked;
-                *resp = Resp::Body {
+                x.resp = Resp::Body {
                     enc: BodyEncoder::new(framing),
                     trailers,
                 };
-                if let Some((chunk, more)) = first {
-                    return self.on_body(chunk, more, resp, out).await;
+                match first {
+                    Some((chunk, more)) => self.on_body(chunk, more, &mut x.resp, out),
+                    None => Ok(Step::Write),
                 }
-                self.flush().await?;
-                Ok(false)
             }
             ToServer::Body {
                 body: chunk,
                 more_body,
                 ..
-            } => match resp {
-                Resp::Body { .. } => self.on_body(chunk, more_body, resp, out).await,
+            } => match x.resp {
+                Resp::Body { .. } => self.on_body(chunk, more_body, &mut x.resp, out),
                 Resp::NotStarted => app("http.response.body before http.response.start"),
                 _ => app("http.response.body after the body ended"),
             },
-            ToServer::Trailers { headers, more, .. } => match std::mem::replace(resp, Resp::Done) {
-                Resp::Trailers {
-                    mut enc,
-                    mut fields,
-                } => {
-                    fields.extend(headers.iter().map(|(k, v)| (k.to_vec(), v.to_vec())));
-                    if more {
-                        *resp = Resp::Trailers { enc, fields };
-                        return Ok(false);
+            ToServer::Trailers { headers, more, .. } => {
+                match std::mem::replace(&mut x.resp, Resp::Done) {
+                    Resp::Trailers {
+                        mut enc,
+                        mut fields,
+                    } => {
+                        fields.extend(headers.iter().map(|(k, v)| (k.to_vec(), v.to_vec())));
+                        if more {
+                            x.resp = Resp::Trailers { enc, fields };
+                            return Ok(Step::Nothing);
+                        }
+                        enc.finish(&fields, &mut self.wbuf)
+                            .map_err(|e| ConnError::App(e.to_string()))?;
+                        Ok(Step::Finish)
                     }
-                    enc.finish(&fields, &mut self.wbuf)
-                        .map_err(|e| ConnError::App(e.to_string()))?;
-                    self.flush().await?;
-                    Ok(true)
+                    _ => app(
+                        "http.response.trailers without trailers announced, or before the body ended",
+                    ),
                 }
-                _ => app(
-                    "http.response.trailers without trailers announced, or before the body ended",
-                ),
-            },
+            }
             ToServer::PathSend { path, .. } => {
-                if !matches!(resp, Resp::Body { .. }) {
+                if !matches!(x.resp, Resp::Body { .. }) {
                     return app("http.response.pathsend without http.response.start");
                 }
-                let path = std::path::PathBuf::from(
+                Ok(Step::SendFile(PathBuf::from(
                     <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(path),
-                );
-                self.send_file(&path, resp, out).await
+                )))
             }
             ToServer::BodyTaken { .. } => {
-                body.awaiting_taken = false;
-                self.pump_body(body, w).await?;
-                Ok(false)
+                x.body.awaiting_taken = false;
+                Ok(Step::SendBody)
             }
             ToServer::AppError { message, .. } => Err(ConnError::App(
                 String::from_utf8_lossy(message).into_owned(),
             )),
-            ToServer::WorkerDied { .. } | ToServer::Shutdown => Ok(false),
+            ToServer::WorkerDied { .. } | ToServer::Shutdown => Ok(Step::Nothing),
         }
     }
 
-    async fn on_body(
+    /// Frames a body chunk into `wbuf`.
+    fn on_body(
         &mut self,
         chunk: &[u8],
         more: bool,
         resp: &mut Resp,
         out: &mut Outcome,
-    ) -> Result<bool, ConnError> {
+    ) -> Result<Step, ConnError> {
         let Resp::Body { enc, trailers } = resp else {
             unreachable!("checked by the caller")
         };
@@ -921,8 +955,7 @@ impl Conn {
             .map_err(|e| ConnError::App(e.to_string()))?;
         out.bytes += chunk.len() as u64;
         if more {
-            self.flush().await?;
-            return Ok(false);
+            return Ok(Step::Write);
         }
         if *trailers {
             let enc = std::mem::replace(enc, BodyEncoder::new(ResponseFraming::NoBody));
@@ -930,23 +963,22 @@ impl Conn {
                 enc,
                 fields: Vec::new(),
             };
-            self.flush().await?;
-            return Ok(false);
+            return Ok(Step::Write);
         }
         enc.finish(&[], &mut self.wbuf)
             .map_err(|e| ConnError::App(e.to_string()))?;
         *resp = Resp::Done;
-        self.flush().await?;
-        Ok(true)
+        Ok(Step::Finish)
     }
 
-    /// `http.response.pathsend`: streams a file as the whole body.
+    /// `http.response.pathsend`: streams a file as the whole body; leaves
+    /// the end of the body in `wbuf`.
     async fn send_file(
         &mut self,
         path: &std::path::Path,
-        resp: &mut Resp,
+        x: &mut Exchange<'_>,
         out: &mut Outcome,
-    ) -> Result<bool, ConnError> {
+    ) -> Result<(), ConnError> {
         let file = tokio_uring::fs::File::open(path)
             .await
             .map_err(|e| ConnError::App(format!("pathsend {}: {e}", path.display())))?;
@@ -960,7 +992,7 @@ impl Conn {
                 break;
             }
             pos += n as u64;
-            if let Resp::Body { enc, .. } = resp {
+            if let Resp::Body { enc, .. } = &mut x.resp {
                 enc.encode(&buf, &mut self.wbuf)
                     .map_err(|e| ConnError::App(e.to_string()))?;
             }
@@ -969,7 +1001,7 @@ impl Conn {
             self.flush().await?;
         }
         let _ = file.close().await;
-        self.on_body(&[], false, resp, out).await
+        self.on_body(&[], false, &mut x.resp, out).map(|_| ())
     }
 }
 
@@ -995,45 +1027,39 @@ mod tests {
         (c.clone(), Waker::from(c))
     }
 
-    /// Polls `f` once with `waker`.
-    fn poll_once<F: Future>(f: F, waker: &Waker) -> Poll<F::Output> {
-        let mut cx = Context::from_waker(waker);
-        pin!(f).poll(&mut cx)
-    }
-
     #[test]
     fn a_passed_deadline_marks_the_connection_and_wakes_its_task_once() {
         let cell = ConnCell::new();
         let (count, waker) = counting();
+        cell.register(&Context::from_waker(&waker));
         let t = Instant::now();
         cell.set_deadline(Some(t + Duration::from_millis(100)));
         let seen = cell.events.get();
-        assert!(poll_once(cell.changed(seen), &waker).is_pending());
         cell.check_deadline(t + Duration::from_millis(99));
         assert!(!cell.expired.get());
         assert_eq!(count.0.load(Ordering::Relaxed), 0);
         cell.check_deadline(t + Duration::from_millis(100));
         assert!(cell.expired.get());
         assert_eq!(count.0.load(Ordering::Relaxed), 1);
+        assert_ne!(cell.events.get(), seen);
         // Later sweeps do not wake it again for the same deadline.
         cell.check_deadline(t + Duration::from_millis(300));
         assert_eq!(count.0.load(Ordering::Relaxed), 1);
-        assert!(poll_once(cell.changed(seen), &waker).is_ready());
         // A new deadline clears the mark; no deadline never expires.
         cell.set_deadline(None);
+        assert!(!cell.expired.get());
         cell.check_deadline(t + Duration::from_secs(3600));
         assert!(!cell.expired.get());
     }
 
     #[test]
-    fn a_notification_between_looking_and_waiting_is_not_lost() {
+    fn a_notification_with_no_task_waiting_is_still_seen() {
         let cell = ConnCell::new();
-        let (_, waker) = counting();
         let seen = cell.events.get();
-        // Something happens while the task is busy (no waker registered)...
+        // Something happens while the task is busy (no waker registered):
+        // the count moves, so its next wait returns at once.
         cell.push_reply(b"late");
-        // ...so the wait that follows returns at once.
-        assert!(poll_once(cell.changed(seen), &waker).is_ready());
+        assert_ne!(cell.events.get(), seen);
     }
 
     #[test]
@@ -1055,21 +1081,17 @@ mod tests {
     }
 
     #[test]
-    fn the_reader_stops_at_the_limit_and_resumes_when_input_is_consumed() {
-        let cell = ConnCell::new();
-        let (count, waker) = counting();
-        cell.input.borrow_mut().append(&[0; 10]);
-        cell.set_read_limit(10);
-        assert!(poll_once(cell.read_permit(), &waker).is_pending());
-        // Raising the limit or consuming input lets it go on.
-        cell.consume(1);
-        assert_eq!(count.0.load(Ordering::Relaxed), 1);
-        assert!(poll_once(cell.read_permit(), &waker).is_ready());
-        cell.input.borrow_mut().append(&[0; 1]);
-        assert!(poll_once(cell.read_permit(), &waker).is_pending());
-        cell.set_read_limit(usize::MAX);
-        assert_eq!(count.0.load(Ordering::Relaxed), 2);
-        assert!(poll_once(cell.read_permit(), &waker).is_ready());
+    fn reading_stops_at_the_limit_and_at_the_end() {
+        let mut rd = Reader::new();
+        assert!(rd.may_read());
+        rd.limit = 10;
+        rd.complete(Ok(10), vec![0; 10]);
+        assert!(!rd.may_read(), "the limit is reached");
+        rd.input.consume(1);
+        assert!(rd.may_read());
+        assert_eq!(rd.spare.as_ref().map(Vec::len), Some(0), "buffer kept");
+        rd.complete(Ok(0), Vec::new());
+        assert!(rd.eof && !rd.may_read());
     }
 
     #[test]

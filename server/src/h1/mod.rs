@@ -30,7 +30,7 @@ pub use encode::{
     CONTINUE,
 };
 pub use error::{status_for, ProtoError};
-pub use parse::{parse_head, BodyFraming, Limits, RequestHead, Version};
+pub use parse::{parse_head, parse_head_into, BodyFraming, Limits, RequestHead, Version};
 
 #[cfg(test)]
 mod tests {

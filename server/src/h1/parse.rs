@@ -135,6 +135,23 @@ pub struct RequestHead {
     pub expect_continue: bool,
 }
 
+impl Default for RequestHead {
+    /// An empty head, to be filled by [`parse_head_into`].
+    fn default() -> Self {
+        RequestHead {
+            method: String::new(),
+            target: Vec::new(),
+            path: Vec::new(),
+            query: Vec::new(),
+            version: Version::Http11,
+            headers: Vec::new(),
+            body: BodyFraming::Empty,
+            keep_alive: true,
+            expect_continue: false,
+        }
+    }
+}
+
 /// Parses the request head at the start of `buf`.
 ///
 /// `Ok(None)`: the head is not complete yet (nothing consumed; call again with
@@ -145,6 +162,19 @@ pub struct RequestHead {
 /// Errors are final: send [`super::status_for`] and close. Limits are checked
 /// on incomplete lines too, so a client cannot make us buffer an endless line.
 pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<(RequestHead, usize)>, ProtoError> {
+    let mut head = RequestHead::default();
+    Ok(parse_head_into(buf, limits, &mut head)?.map(|n| (head, n)))
+}
+
+/// [`parse_head`] into an existing head, reusing its allocations (a
+/// connection keeps one head for all its requests). `Ok(Some(n))`: `head`
+/// holds the request whose head was the first `n` bytes; otherwise `head`
+/// may have been partly overwritten and means nothing.
+pub fn parse_head_into(
+    buf: &[u8],
+    limits: &Limits,
+    head: &mut RequestHead,
+) -> Result<Option<usize>, ProtoError> {
     let scan = scan_head(buf, limits);
     let Some(line_end) = scan.line_end else {
         // Nothing for httparse yet: the request line is incomplete, or the
@@ -188,8 +218,8 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<(RequestHead, us
         }
         Ok(httparse::Status::Complete(n)) => {
             debug_assert_eq!(n, scan.clean, "httparse disagrees about the head's end");
-            let head = interpret(line, &*request.headers, limits)?;
-            Ok(Some((head, n)))
+            interpret(line, &*request.headers, limits, head)?;
+            Ok(Some(n))
         }
     }
 }
@@ -228,7 +258,7 @@ enum Stop {
 
 impl Stop {
     /// `Ok(None)` for [`Stop::NeedMore`], the error for [`Stop::Refused`].
-    fn need_more_or_refuse(self) -> Result<Option<(RequestHead, usize)>, ProtoError> {
+    fn need_more_or_refuse(self) -> Result<Option<usize>, ProtoError> {
         match self {
             Stop::Refused(e) => Err(e),
             Stop::NeedMore | Stop::HeadEnd => Ok(None),
@@ -618,7 +648,8 @@ fn interpret(
     line: RequestLine<'_>,
     fields: &[httparse::Header<'_>],
     limits: &Limits,
-) -> Result<RequestHead, ProtoError> {
+    head: &mut RequestHead,
+) -> Result<(), ProtoError> {
     let version = line.version;
     let mut hosts = 0usize;
     let mut host_ok = true;
@@ -700,25 +731,34 @@ fn interpret(
     // an HTTP/1.0 request MUST ignore that expectation."
     let expect_continue = expect_continue && version == Version::Http11;
 
-    Ok(RequestHead {
-        method: line.method.iter().map(|&b| char::from(b)).collect(),
-        target: line.target.to_vec(),
-        path: line.path.to_vec(),
-        query: line.query.to_vec(),
-        version,
-        headers: fields
-            .iter()
-            .map(|field| {
-                (
-                    field.name.as_bytes().to_ascii_lowercase(),
-                    field.value.to_vec(),
-                )
-            })
-            .collect(),
-        body,
-        keep_alive,
-        expect_continue,
-    })
+    // Copied into the head's existing buffers: after the first request of a
+    // connection, parsing allocates only for a longer field than before.
+    fn set(to: &mut Vec<u8>, from: &[u8]) {
+        to.clear();
+        to.extend_from_slice(from);
+    }
+    head.method.clear();
+    // A method is a token: ASCII, one char per byte.
+    head.method
+        .extend(line.method.iter().map(|&b| char::from(b)));
+    set(&mut head.target, line.target);
+    set(&mut head.path, line.path);
+    set(&mut head.query, line.query);
+    head.version = version;
+    head.headers.truncate(fields.len());
+    for (i, field) in fields.iter().enumerate() {
+        if i == head.headers.len() {
+            head.headers.push((Vec::new(), Vec::new()));
+        }
+        let (name, value) = &mut head.headers[i];
+        set(name, field.name.as_bytes());
+        name.make_ascii_lowercase();
+        set(value, field.value);
+    }
+    head.body = body;
+    head.keep_alive = keep_alive;
+    head.expect_continue = expect_continue;
+    Ok(())
 }
 
 /// The message body length of a request, RFC 9112 §6.3 steps 3–7 (steps 1–2
@@ -850,6 +890,42 @@ mod tests {
         assert_eq!(h.body, BodyFraming::Empty);
         assert!(h.keep_alive);
         assert!(!h.expect_continue);
+    }
+
+    #[test]
+    fn a_reused_head_holds_exactly_the_next_request() {
+        let limits = Limits::default();
+        let mut reused = RequestHead::default();
+        let requests: [&[u8]; 3] = [
+            b"POST /first/long/path?q=1 HTTP/1.1\r\nHost: a\r\nX-One: 1\r\nX-Two: 2\r\nContent-Length: 3\r\nConnection: close\r\n\r\n",
+            b"GET /b HTTP/1.0\r\nUser-Agent: t\r\n\r\n",
+            b"PUT /c HTTP/1.1\r\nHOST: c\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ];
+        for req in requests {
+            let n = parse_head_into(req, &limits, &mut reused).unwrap().unwrap();
+            let fresh = head(req);
+            assert_eq!(n, req.len());
+            assert_eq!(
+                (&reused.method, &reused.target, &reused.path, &reused.query),
+                (&fresh.method, &fresh.target, &fresh.path, &fresh.query)
+            );
+            assert_eq!(reused.headers, fresh.headers);
+            assert_eq!(
+                (
+                    reused.version,
+                    reused.body,
+                    reused.keep_alive,
+                    reused.expect_continue
+                ),
+                (
+                    fresh.version,
+                    fresh.body,
+                    fresh.keep_alive,
+                    fresh.expect_continue
+                )
+            );
+        }
+        assert_eq!(reused.headers[0], (b"host".to_vec(), b"c".to_vec()));
     }
 
     #[test]
