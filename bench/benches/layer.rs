@@ -8,8 +8,10 @@
 //!   cache line (the floor for spinning) and a futex wake-up each way (the
 //!   floor for sleeping).
 //! - `throughput_64B`, `throughput_4KiB`: messages/s from producer processes
-//!   to a consumer process (SPSC, and MPSC with two producers), against a
-//!   socket pair and a crossbeam channel. Every message is checked.
+//!   to a consumer process (SPSC, and MPSC with two producers), one call per
+//!   message and (`_batch64`) with `send_many` / `try_receive_many` 64 at a
+//!   time, against a socket pair and a crossbeam channel. Every message is
+//!   checked.
 //! - `group_send_64B_1000_members`: one `group_send` to 1,000 channels against
 //!   1,000 `send_id` calls to the same ring.
 //!
@@ -25,6 +27,10 @@ use ringway_bench::layer::{Channels, GroupFanout, LayerPingPong, LayerStream, Wa
 use ringway_bench::stats::{fmt_ns, Tally};
 use ringway_bench::uds::{UdsPingPong, UdsStream};
 use ringway_bench::{MakePingPong, MakeStream, Result};
+
+/// Messages per `send_many` / `try_receive_many` call in the `_batch64`
+/// rigs (the same as `layer-report`'s batched rows).
+const BATCH: usize = 64;
 
 /// One way of sending a message to every member of a group.
 type FanOut = fn(&mut GroupFanout) -> Result<Duration>;
@@ -93,15 +99,31 @@ fn latency(c: &mut Criterion) {
 }
 
 fn throughput(c: &mut Criterion) {
-    let sizes: [(&str, [(&str, MakeStream); 4]); 2] = [
+    let sizes: [(&str, &[(&str, MakeStream)]); 2] = [
         (
             "64B",
-            [
+            &[
                 ("layer_spsc", || {
                     Ok(Box::new(LayerStream::start(1, 64, Waiting::Spin)?))
                 }),
+                ("layer_spsc_batch64", || {
+                    Ok(Box::new(LayerStream::start_batched(
+                        1,
+                        64,
+                        Waiting::Spin,
+                        BATCH,
+                    )?))
+                }),
                 ("layer_mpsc_2", || {
                     Ok(Box::new(LayerStream::start(2, 64, Waiting::Spin)?))
+                }),
+                ("layer_mpsc_2_batch64", || {
+                    Ok(Box::new(LayerStream::start_batched(
+                        2,
+                        64,
+                        Waiting::Spin,
+                        BATCH,
+                    )?))
                 }),
                 ("uds", || Ok(Box::new(UdsStream::start(64)?))),
                 ("crossbeam_threads", || {
@@ -111,9 +133,17 @@ fn throughput(c: &mut Criterion) {
         ),
         (
             "4KiB",
-            [
+            &[
                 ("layer_spsc", || {
                     Ok(Box::new(LayerStream::start(1, 4096, Waiting::Spin)?))
+                }),
+                ("layer_spsc_batch64", || {
+                    Ok(Box::new(LayerStream::start_batched(
+                        1,
+                        4096,
+                        Waiting::Spin,
+                        BATCH,
+                    )?))
                 }),
                 ("layer_mpsc_2", || {
                     Ok(Box::new(LayerStream::start(2, 4096, Waiting::Spin)?))
@@ -129,7 +159,7 @@ fn throughput(c: &mut Criterion) {
         let mut g = c.benchmark_group(format!("throughput_{size}"));
         g.throughput(Throughput::Elements(1));
         let mut means = Vec::new();
-        for (name, make) in rigs {
+        for &(name, make) in rigs {
             let mut rig = None;
             let mut tally = Tally::default();
             g.bench_function(name, |b| {
