@@ -100,4 +100,82 @@ fn main() {
     write(&headers, "regression-expiry-overflow", &expiry);
     drop(seg);
     let _ = std::fs::remove_dir_all(&dir);
+
+    let heads = root.join("request_head");
+    for (name, req) in [
+        ("get", &b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..]),
+        (
+            "post-length",
+            b"POST /p?q=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
+        ),
+        (
+            "post-chunked",
+            b"POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        ),
+        (
+            "pipelined",
+            b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n",
+        ),
+        ("http10", b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"),
+        (
+            "smuggle-cl-te",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ),
+        ("obs-fold", b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n 2\r\n\r\n"),
+        ("bare-lf", b"GET / HTTP/1.1\nHost: a\n\n"),
+        (
+            "absolute-form",
+            b"GET http://a/x%20y?z HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
+        ),
+        ("partial", b"GET /partial HTTP/1.1\r\nHost: a\r\nX-Long: aaaa"),
+    ] {
+        write(&heads, name, req);
+    }
+
+    // First byte: where the body is split in two.
+    let chunked = root.join("chunked_body");
+    for (name, body) in [
+        (
+            "two-chunks",
+            &b"\x07a\r\nhello, wor\r\n3\r\nld!\r\n0\r\n\r\n"[..],
+        ),
+        (
+            "extensions",
+            b"\x04\x35;name=value;x\r\nhello\r\n0;end\r\n\r\n",
+        ),
+        (
+            "trailers",
+            b"\x0a2\r\nhi\r\n0\r\nChecksum: abc\r\nX: y\r\n\r\n",
+        ),
+        ("unfinished", b"\x03ff\r\nnot all of it"),
+        ("bad-size", b"\x01zz\r\nhello\r\n"),
+    ] {
+        write(&chunked, name, body);
+    }
+
+    use ringway_server::asgi::wire;
+    let wires = root.join("wire_messages");
+    let mut m = Vec::new();
+    let route = wire::Route {
+        reactor: 1,
+        conn: 7,
+        req: 3,
+    };
+    let headers = vec![(b"content-type".to_vec(), b"text/plain".to_vec())];
+    wire::encode_start(&mut m, 3, 200, &headers, false, Some((b"Hello", false)));
+    write(&wires, "response-start", &m);
+    wire::encode_response_body(&mut m, 3, b"more", true);
+    write(&wires, "response-body", &m);
+    wire::encode_trailers(&mut m, 3, &headers, false);
+    write(&wires, "trailers", &m);
+    wire::encode_pathsend(&mut m, 3, b"/etc/hostname");
+    write(&wires, "pathsend", &m);
+    wire::encode_app_error(&mut m, 3, "RuntimeError: boom");
+    write(&wires, "app-error", &m);
+    wire::encode_body(&mut m, route, b"chunk", true);
+    write(&wires, "request-body", &m);
+    wire::encode_disconnect(&mut m, route);
+    write(&wires, "disconnect", &m);
+    wire::encode_worker_died(&mut m, 2);
+    write(&wires, "worker-died", &m);
 }

@@ -1,3 +1,3 @@
-//! A lane's positions and data written by a hostile producer.
+//! Fuzz target: see `ringway_fuzz::lane_records`.
 #![no_main]
 libfuzzer_sys::fuzz_target!(|data: &[u8]| ringway_fuzz::lane_records(data));

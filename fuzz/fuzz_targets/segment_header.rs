@@ -1,3 +1,3 @@
-//! A segment header written by a hostile process.
+//! Fuzz target: see `ringway_fuzz::segment_header`.
 #![no_main]
 libfuzzer_sys::fuzz_target!(|data: &[u8]| ringway_fuzz::segment_header(data));

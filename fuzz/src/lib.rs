@@ -101,3 +101,77 @@ pub fn segment_header(input: &[u8]) {
     }
     let _ = std::fs::remove_file(&copy);
 }
+
+/// A request head from a client. Parsing must not panic; a parsed head must
+/// be a prefix of the input that parses the same on its own (nothing after a
+/// head changes it); a refused head must map to a client-error status (or
+/// 501/505), never to 500 or to no answer.
+pub fn request_head(input: &[u8]) {
+    use ringway_server::h1::{parse_head, status_for, Limits};
+    let limits = Limits::default();
+    match parse_head(input, &limits) {
+        Ok(Some((head, n))) => {
+            assert!(n > 0 && n <= input.len(), "consumed {n} of {}", input.len());
+            let (alone, m) = parse_head(&input[..n], &limits)
+                .expect("a parsed head parses on its own")
+                .expect("a parsed head is complete on its own");
+            assert_eq!(m, n);
+            assert_eq!(format!("{alone:?}"), format!("{head:?}"));
+        }
+        Ok(None) => {}
+        Err(e) => match status_for(&e) {
+            Some(s) if (400..500).contains(&s) || s == 501 || s == 505 => {}
+            other => panic!("{e:?} maps to {other:?}"),
+        },
+    }
+}
+
+/// A chunked request body, fed to the decoder in two pieces split where the
+/// first input byte says, the way bytes arrive from a socket. The result
+/// (body bytes, whether it ended, whether it was refused) must not depend on
+/// where the split fell.
+pub fn chunked_body(input: &[u8]) {
+    use ringway_server::h1::{BodyDecoder, BodyFraming, Limits};
+    let Some((&split, body)) = input.split_first() else {
+        return;
+    };
+    let feed = |pieces: &[&[u8]]| {
+        let mut dec = BodyDecoder::with_limits(BodyFraming::Chunked, &Limits::default());
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        for piece in pieces {
+            buf.extend_from_slice(piece);
+            let n = match dec.decode(&buf, &mut out) {
+                Ok(n) => n,
+                Err(e) => return (out, Err(format!("{e:?}"))),
+            };
+            assert!(n <= buf.len());
+            buf.drain(..n);
+        }
+        (out, Ok(dec.is_done()))
+    };
+    let split = usize::from(split).min(body.len());
+    let (whole, whole_end) = feed(&[body]);
+    let (parts, parts_end) = feed(&[&body[..split], &body[split..]]);
+    assert_eq!(
+        whole_end.is_err(),
+        parts_end.is_err(),
+        "{whole_end:?} vs {parts_end:?}"
+    );
+    if whole_end.is_ok() {
+        assert_eq!(whole_end, parts_end);
+        assert_eq!(
+            whole, parts,
+            "the body depends on where the bytes were split"
+        );
+    }
+}
+
+/// A message from a worker (to a reactor) or to a worker: decoding arbitrary
+/// bytes must return an error or a message, never panic.
+pub fn wire_messages(input: &[u8]) {
+    use ringway_server::asgi::wire;
+    let _ = wire::decode_to_server(input);
+    let _ = wire::decode_to_worker(input);
+    let _ = wire::peek_to_worker(input);
+}

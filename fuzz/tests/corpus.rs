@@ -26,3 +26,18 @@ fn lane_records_corpus_replays_cleanly() {
 fn segment_header_corpus_replays_cleanly() {
     replay("segment_header", ringway_fuzz::segment_header);
 }
+
+#[test]
+fn request_head_corpus_replays_cleanly() {
+    replay("request_head", ringway_fuzz::request_head);
+}
+
+#[test]
+fn chunked_body_corpus_replays_cleanly() {
+    replay("chunked_body", ringway_fuzz::chunked_body);
+}
+
+#[test]
+fn wire_messages_corpus_replays_cleanly() {
+    replay("wire_messages", ringway_fuzz::wire_messages);
+}
