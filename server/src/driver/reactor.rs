@@ -2,11 +2,11 @@
 //! endpoint on the channel layer and its own inbox (`reactor.<k>!`).
 //!
 //! Tasks in a reactor:
-//! - one accept loop per listener, spawning a connection (`conn.rs`: a
-//!   connection task and its reader) per client;
+//! - one accept loop per listener, spawning a connection task (`conn.rs`)
+//!   per client;
 //! - the inbox pump, which moves worker replies from the layer to the
 //!   connection they belong to (the record tag is the connection id);
-//! - the flusher, which delivers the wake-ups the turn's sends held back;
+//!   it also delivers the wake-ups that the turn's sends held back;
 //! - the sweeper, which enforces every connection's deadline.
 //!
 //! Everything here is `!Send` and lives on this thread: no locks.
@@ -153,10 +153,10 @@ pub struct Reactor {
     shutdown_tx: watch::Sender<bool>,
     /// Signalled whenever a connection ends.
     conn_closed: Notify,
-    /// A flush of held wake-ups is scheduled (see `flusher`).
+    /// Sends held wake-ups that the pump has not delivered yet.
     flush_scheduled: Cell<bool>,
-    /// The flusher, while it waits for a flush to be scheduled.
-    flusher: Cell<Option<Waker>>,
+    /// The pump, while it sleeps.
+    pump_waker: Cell<Option<Waker>>,
 }
 
 impl Reactor {
@@ -250,7 +250,7 @@ impl Reactor {
     /// ready now have run: the requests they send wake each worker once.
     fn wake_later(&self) {
         if !self.flush_scheduled.replace(true) {
-            if let Some(w) = self.flusher.take() {
+            if let Some(w) = self.pump_waker.take() {
                 w.wake();
             }
         }
@@ -321,8 +321,17 @@ impl AsRawFd for BellFd {
     }
 }
 
-/// Moves replies from the inbox to connections. Sleeps on the endpoint's
-/// doorbell only after arming it, so workers ring it only when we sleep.
+/// The reactor's side of the layer, one task per reactor: moves replies
+/// from the inbox to connections, and delivers the wake-ups that requests
+/// sent in a turn of the runtime held back, once per turn.
+///
+/// While replies keep coming it looks at the inbox once per turn (each look
+/// drains up to [`PUMP_BATCH`]); with nothing to do it arms the inbox and
+/// sleeps on the endpoint's doorbell, so workers ring it only when the
+/// reactor sleeps, and wakes for it or for wake-ups to deliver. Delivering
+/// them always waits for the runtime's next look at I/O (`yield_now`): the
+/// connection tasks that send requests in a turn run first, so a worker is
+/// woken once for all of them, and only if it sleeps.
 async fn pump(r: Rc<Reactor>) {
     let fd = match r.ep.borrow_mut().wait_fd() {
         Ok(fd) => fd,
@@ -343,6 +352,10 @@ async fn pump(r: Rc<Reactor>) {
     };
     let ring = format!("reactor.{}!", r.k);
     loop {
+        // Wake-ups held by the sends of the turns before this look.
+        if r.flush_scheduled.replace(false) {
+            r.ep.borrow_mut().flush_wakeups();
+        }
         // One batch: one claim and one clock read for all of it.
         let got =
             r.ep.borrow_mut()
@@ -368,37 +381,33 @@ async fn pump(r: Rc<Reactor>) {
                 return;
             }
         }
-        match bell.readable().await {
-            Ok(mut g) => {
-                r.ep.borrow_mut().drain_bell();
-                g.clear_ready();
+        let rang = poll_fn(|cx| {
+            if r.flush_scheduled.get() {
+                return Poll::Ready(Ok(false));
             }
+            match bell.poll_read_ready(cx) {
+                Poll::Ready(Ok(mut g)) => {
+                    r.ep.borrow_mut().drain_bell();
+                    g.clear_ready();
+                    Poll::Ready(Ok(true))
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    r.pump_waker.set(Some(cx.waker().clone()));
+                    Poll::Pending
+                }
+            }
+        })
+        .await;
+        match rang {
+            Ok(true) => {}
+            // Wake-ups to deliver: after the tasks that are ready now.
+            Ok(false) => tokio::task::yield_now().await,
             Err(e) => {
                 eprintln!("ringway: reactor {}: doorbell: {e}", r.k);
                 return;
             }
         }
-    }
-}
-
-/// Delivers the endpoint's held wake-ups once per turn of the runtime: the
-/// connection tasks that sent requests in this turn run first (`yield_now`
-/// puts this task behind them and behind the runtime's next look at I/O),
-/// so a worker is woken once for all of them, and only if it sleeps.
-async fn flusher(r: Rc<Reactor>) {
-    loop {
-        poll_fn(|cx| {
-            if r.flush_scheduled.get() {
-                Poll::Ready(())
-            } else {
-                r.flusher.set(Some(cx.waker().clone()));
-                Poll::Pending
-            }
-        })
-        .await;
-        tokio::task::yield_now().await;
-        r.flush_scheduled.set(false);
-        r.ep.borrow_mut().flush_wakeups();
     }
 }
 
@@ -515,10 +524,9 @@ pub fn run(
                 shutdown_tx,
                 conn_closed: Notify::new(),
                 flush_scheduled: Cell::new(false),
-                flusher: Cell::new(None),
+                pump_waker: Cell::new(None),
             });
             r.ep.borrow_mut().hold_wakeups(true);
-            tokio_uring::spawn(flusher(r.clone()));
             tokio_uring::spawn(pump(r.clone()));
             tokio_uring::spawn(sweeper(r.clone()));
             for l in adopted {
