@@ -111,13 +111,22 @@ impl Input {
     }
 }
 
-/// A socket read in flight (tokio-uring's read future is unnamed).
-type ReadOp = Pin<Box<dyn Future<Output = (io::Result<usize>, Vec<u8>)>>>;
+/// What a socket read gives back: the result and the buffer.
+type ReadResult = (io::Result<usize>, Vec<u8>);
+
+/// Starts a read of `stream` into `buf`'s spare capacity. tokio-uring's read
+/// future has no name, so [`Reader`] is generic over what this returns.
+async fn read_op(stream: Rc<Stream>, buf: Vec<u8>) -> ReadResult {
+    stream.read(buf).await
+}
 
 /// The read side of a connection.
-struct Reader {
-    /// The read in flight, if any.
-    op: Option<ReadOp>,
+struct Reader<F> {
+    /// The read in flight (`None` between reads). Each read's future is
+    /// written into this one box: reading allocates once per connection.
+    op: Pin<Box<Option<F>>>,
+    /// Makes a read's future ([`read_op`]; something else in tests).
+    start: fn(Rc<Stream>, Vec<u8>) -> F,
     /// The read buffer while no read is in flight (one buffer, reused).
     spare: Option<Vec<u8>>,
     /// What was read and not yet consumed.
@@ -128,10 +137,11 @@ struct Reader {
     limit: usize,
 }
 
-impl Reader {
-    fn new() -> Self {
+impl<F: Future<Output = ReadResult>> Reader<F> {
+    fn new(start: fn(Rc<Stream>, Vec<u8>) -> F) -> Self {
         Reader {
-            op: None,
+            op: Box::pin(None),
+            start,
             spare: None,
             input: Input::default(),
             eof: false,
@@ -161,15 +171,17 @@ impl Reader {
     fn poll(&mut self, stream: &Rc<Stream>, cx: &mut Context<'_>) -> bool {
         let mut arrived = false;
         loop {
-            if let Some(op) = &mut self.op {
-                match op.as_mut().poll(cx) {
+            let done = match self.op.as_mut().as_pin_mut() {
+                Some(op) => match op.poll(cx) {
                     Poll::Pending => return arrived,
-                    Poll::Ready((res, buf)) => {
-                        self.op = None;
-                        self.complete(res, buf);
-                        arrived = true;
-                    }
-                }
+                    Poll::Ready(r) => Some(r),
+                },
+                None => None,
+            };
+            if let Some((res, buf)) = done {
+                self.op.set(None);
+                self.complete(res, buf);
+                arrived = true;
             }
             if !self.may_read() {
                 return arrived;
@@ -178,8 +190,7 @@ impl Reader {
                 .spare
                 .take()
                 .unwrap_or_else(|| Vec::with_capacity(READ_SIZE));
-            let stream = stream.clone();
-            self.op = Some(Box::pin(async move { stream.read(buf).await }));
+            self.op.set(Some((self.start)(stream.clone(), buf)));
         }
     }
 }
@@ -364,12 +375,12 @@ struct Outcome {
     headers: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
-struct Conn {
+struct Conn<F> {
     r: Rc<Reactor>,
     id: u64,
     cell: Rc<ConnCell>,
     stream: Rc<Stream>,
-    rd: Reader,
+    rd: Reader<F>,
     info: ConnInfo,
     phase: Phase,
     req_no: u32,
@@ -397,7 +408,7 @@ pub async fn serve(
         id,
         cell,
         stream: stream.clone(),
-        rd: Reader::new(),
+        rd: Reader::new(read_op),
         phase: Phase::Idle,
         req_no: 0,
         wbuf: Vec::with_capacity(4096),
@@ -424,7 +435,7 @@ fn decimal(mut n: usize, buf: &mut [u8; 20]) -> &[u8] {
     }
 }
 
-impl Conn {
+impl<F: Future<Output = ReadResult>> Conn<F> {
     async fn run(&mut self) {
         // One head for all the connection's requests: its buffers are reused.
         let mut head = RequestHead::default();
@@ -1082,7 +1093,7 @@ mod tests {
 
     #[test]
     fn reading_stops_at_the_limit_and_at_the_end() {
-        let mut rd = Reader::new();
+        let mut rd = Reader::new(|_, buf| std::future::ready((Ok(0), buf)));
         assert!(rd.may_read());
         rd.limit = 10;
         rd.complete(Ok(10), vec![0; 10]);

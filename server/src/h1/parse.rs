@@ -738,9 +738,14 @@ fn interpret(
         to.extend_from_slice(from);
     }
     head.method.clear();
-    // A method is a token: ASCII, one char per byte.
-    head.method
-        .extend(line.method.iter().map(|&b| char::from(b)));
+    // A method is a token, so ASCII (httparse checked); mapping each byte
+    // to a char is only a fallback that cannot fail.
+    match std::str::from_utf8(line.method) {
+        Ok(m) => head.method.push_str(m),
+        Err(_) => head
+            .method
+            .extend(line.method.iter().map(|&b| char::from(b))),
+    }
     set(&mut head.target, line.target);
     set(&mut head.path, line.path);
     set(&mut head.query, line.query);
