@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
-use ringway_bench::inproc::{CacheLinePingPong, CrossbeamPingPong, CrossbeamStream, FutexPingPong};
+use ringway_bench::inproc::{
+    CacheLinePingPong, CrossbeamPingPong, CrossbeamStream, FutexPingPong, MessageLinePingPong,
+};
 use ringway_bench::layer::{Channels, GroupFanout, LayerPingPong, LayerStream, Waiting};
 use ringway_bench::stats::{fmt_ns, Tally};
 use ringway_bench::uds::{UdsPingPong, UdsStream};
@@ -44,7 +46,7 @@ fn finish<T: ?Sized>(rig: Option<Box<T>>, done: impl FnOnce(Box<T>) -> Result<()
 }
 
 fn latency(c: &mut Criterion) {
-    let rigs: [(&str, MakePingPong); 7] = [
+    let rigs: [(&str, MakePingPong); 8] = [
         ("layer_spin", || {
             Ok(Box::new(LayerPingPong::start(
                 Waiting::Spin,
@@ -69,6 +71,9 @@ fn latency(c: &mut Criterion) {
         }),
         ("cache_line_floor", || {
             Ok(Box::new(CacheLinePingPong::start()?))
+        }),
+        ("message_64B_floor", || {
+            Ok(Box::new(MessageLinePingPong::start()?))
         }),
         ("futex_wake_floor", || Ok(Box::new(FutexPingPong::start()?))),
     ];

@@ -169,6 +169,114 @@ impl Drop for CacheLinePingPong {
     }
 }
 
+/// A 64-byte message with an 8-byte commit word: `seq` then the payload in
+/// the eight words after it, so the message spans two cache lines, as any
+/// 64-byte message with a header must.
+#[repr(C)]
+#[derive(Default)]
+struct MessageBlock {
+    seq: AtomicU64,
+    payload: [AtomicU64; 8],
+}
+
+/// The floor for a 64-byte message between spinning threads: each direction
+/// has one [`MessageBlock`]; the sender writes the payload, then publishes it
+/// with a Release store of the sequence number; the receiver spins on the
+/// sequence number, then reads the payload and answers in the other block.
+/// No ring, no validation: what moving the two lines costs on this machine,
+/// against which the layer's spinning hop (also two lines per 64-byte
+/// message) is judged.
+pub struct MessageLinePingPong {
+    ping: Arc<CachePadded<MessageBlock>>,
+    pong: Arc<CachePadded<MessageBlock>>,
+    seq: u64,
+    /// Round trips whose payload came back changed.
+    corrupted: u64,
+    peer: Option<JoinHandle<()>>,
+    _pinned: Pinned,
+}
+
+impl MessageLinePingPong {
+    /// Spawns the peer thread.
+    pub fn start() -> Result<Self> {
+        let ping = Arc::new(CachePadded(MessageBlock::default()));
+        let pong = Arc::new(CachePadded(MessageBlock::default()));
+        let (their_ping, their_pong) = (Arc::clone(&ping), Arc::clone(&pong));
+        let peer = std::thread::Builder::new()
+            .name("message echo".into())
+            .spawn(move || {
+                let _pinned = pin(Party::Peer(0));
+                let mut last = 0;
+                loop {
+                    // Acquire: pairs with the sender's Release store of
+                    // `seq`, so the payload words it wrote before are seen.
+                    match their_ping.seq.load(Ordering::Acquire) {
+                        LINE_STOP => return,
+                        v if v != last => {
+                            last = v;
+                            for (to, from) in their_pong.payload.iter().zip(&their_ping.payload) {
+                                to.store(from.load(Ordering::Relaxed), Ordering::Relaxed);
+                            }
+                            their_pong.seq.store(v, Ordering::Release);
+                        }
+                        _ => std::hint::spin_loop(),
+                    }
+                }
+            })?;
+        Ok(MessageLinePingPong {
+            ping,
+            pong,
+            seq: 0,
+            corrupted: 0,
+            peer: Some(peer),
+            _pinned: pin(Party::Consumer)?,
+        })
+    }
+}
+
+impl PingPong for MessageLinePingPong {
+    #[inline]
+    fn round_trip(&mut self) -> Result<()> {
+        self.seq += 1;
+        for (i, w) in self.ping.payload.iter().enumerate() {
+            w.store(self.seq ^ i as u64, Ordering::Relaxed);
+        }
+        self.ping.seq.store(self.seq, Ordering::Release);
+        let mut stall = Stall::new("the message echo");
+        while self.pong.seq.load(Ordering::Acquire) != self.seq {
+            std::hint::spin_loop();
+            stall.idle()?;
+        }
+        let mut same = true;
+        for (i, w) in self.pong.payload.iter().enumerate() {
+            same &= w.load(Ordering::Relaxed) == self.seq ^ i as u64;
+        }
+        self.corrupted += u64::from(!same);
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<()> {
+        self.ping.seq.store(LINE_STOP, Ordering::Release);
+        join(self.peer.take().expect("finished once"))?;
+        if self.corrupted != 0 {
+            return Err(Error::msg(format!(
+                "the message echo changed {} payloads",
+                self.corrupted
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for MessageLinePingPong {
+    fn drop(&mut self) {
+        self.ping.seq.store(LINE_STOP, Ordering::Release);
+        if let Some(t) = self.peer.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// The floor for sleeping consumers: two threads that take turns through a
 /// futex word, each sleeping in `FUTEX_WAIT` until the other wakes it. No
 /// message moves; it is the price of one cross-CPU wake-up.

@@ -8,14 +8,16 @@
 
 use std::time::{Duration, Instant};
 
-use ringway_bench::inproc::{CacheLinePingPong, CrossbeamPingPong, CrossbeamStream, FutexPingPong};
+use ringway_bench::inproc::{
+    CacheLinePingPong, CrossbeamPingPong, CrossbeamStream, FutexPingPong, MessageLinePingPong,
+};
 use ringway_bench::layer::{Channels, GroupFanout, LayerPingPong, LayerStream, Waiting};
 use ringway_bench::peer::Child;
 use ringway_bench::uds::{UdsPingPong, UdsStream};
 use ringway_bench::{Error, MakePingPong, MakeStream};
 
 fn ping_pongs() {
-    let rigs: [(&str, MakePingPong); 7] = [
+    let rigs: [(&str, MakePingPong); 8] = [
         ("layer spin named", || {
             Ok(Box::new(LayerPingPong::start(
                 Waiting::Spin,
@@ -37,6 +39,9 @@ fn ping_pongs() {
         ("uds", || Ok(Box::new(UdsPingPong::start()?))),
         ("crossbeam", || Ok(Box::new(CrossbeamPingPong::start()?))),
         ("cache line", || Ok(Box::new(CacheLinePingPong::start()?))),
+        ("64 B message", || {
+            Ok(Box::new(MessageLinePingPong::start()?))
+        }),
         ("futex", || Ok(Box::new(FutexPingPong::start()?))),
     ];
     for (name, make) in rigs {

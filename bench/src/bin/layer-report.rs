@@ -15,7 +15,9 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ringway_bench::inproc::{CacheLinePingPong, CrossbeamPingPong, CrossbeamStream, FutexPingPong};
+use ringway_bench::inproc::{
+    CacheLinePingPong, CrossbeamPingPong, CrossbeamStream, FutexPingPong, MessageLinePingPong,
+};
 use ringway_bench::layer::{Channels, GroupFanout, LayerPingPong, LayerStream, Waiting};
 use ringway_bench::stats::{fmt_ns, Percentiles, Stopwatch};
 use ringway_bench::uds::{UdsPingPong, UdsStream};
@@ -172,7 +174,7 @@ fn main() -> Result<()> {
 
     // Latency. The targets are the issue's: one-way p50 <= 150 ns spinning,
     // <= 10 us sleeping.
-    let latency_rigs: [(&str, MakePingPong, Option<f64>); 7] = [
+    let latency_rigs: [(&str, MakePingPong, Option<f64>); 8] = [
         (
             "layer-spin",
             || {
@@ -212,6 +214,11 @@ fn main() -> Result<()> {
         (
             "cache line (floor)",
             || Ok(Box::new(CacheLinePingPong::start()?)),
+            None,
+        ),
+        (
+            "64 B message (floor)",
+            || Ok(Box::new(MessageLinePingPong::start()?)),
             None,
         ),
         (
@@ -389,6 +396,11 @@ fn main() -> Result<()> {
         (
             "latency p50, cache line / layer-spin",
             p50("cache line (floor)").zip(p50("layer-spin")),
+            None,
+        ),
+        (
+            "latency p50, 64 B message / layer-spin",
+            p50("64 B message (floor)").zip(p50("layer-spin")),
             None,
         ),
         (
