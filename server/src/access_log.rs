@@ -6,10 +6,20 @@
 //! `B` response length, `f` referer, `a` user agent, `T` seconds, `M`
 //! milliseconds, `D` microseconds, `L` decimal seconds, `p` pid,
 //! `{name}i` request header, `{name}o` response header.
+//!
+//! Lines are formatted on the reactor thread and written by a thread of
+//! their own, through a bounded queue: a log file on a slow disk, or a pipe
+//! nobody reads, never holds up a reactor. When the queue is full, lines
+//! are dropped and counted, and the count is reported on stderr.
 
 use std::io::Write;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+/// Lines queued for the writer thread at most.
+const QUEUE: usize = 8192;
 
 /// One finished request, as the log sees it.
 pub struct Entry<'a> {
@@ -36,7 +46,11 @@ pub struct Entry<'a> {
 /// Where log lines go, and how they look.
 pub struct AccessLog {
     format: String,
-    out: Mutex<Box<dyn Write + Send>>,
+    tx: SyncSender<String>,
+    /// Lines dropped because the writer could not keep up.
+    dropped: Arc<AtomicU64>,
+    /// Set by [`AccessLog::reopen`]; the writer reopens before its next line.
+    reopen: Arc<AtomicBool>,
 }
 
 fn header<'a>(headers: &'a [(Vec<u8>, Vec<u8>)], name: &str) -> &'a [u8] {
@@ -57,23 +71,67 @@ fn clf_date(t: SystemTime) -> String {
     }
 }
 
+/// Opens the destination: `-` is stdout, anything else a file appended to.
+fn open_dest(dest: &str) -> std::io::Result<Box<dyn Write + Send>> {
+    Ok(if dest == "-" {
+        Box::new(std::io::stdout())
+    } else {
+        Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dest)?,
+        )
+    })
+}
+
 impl AccessLog {
-    /// Opens `dest` (`-` for stdout) for appending.
+    /// Opens `dest` (`-` for stdout) for appending and starts the writer.
     pub fn open(dest: &str, format: &str) -> std::io::Result<AccessLog> {
-        let out: Box<dyn Write + Send> = if dest == "-" {
-            Box::new(std::io::stdout())
-        } else {
-            Box::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(dest)?,
-            )
-        };
+        let mut out = std::io::BufWriter::new(open_dest(dest)?);
+        let (tx, rx) = mpsc::sync_channel::<String>(QUEUE);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let reopen = Arc::new(AtomicBool::new(false));
+        let (d, again, dest) = (dropped.clone(), reopen.clone(), dest.to_owned());
+        std::thread::Builder::new()
+            .name("ringway-access-log".into())
+            .spawn(move || {
+                let mut reported = 0;
+                while let Ok(first) = rx.recv() {
+                    if again.swap(false, Ordering::Relaxed) && dest != "-" {
+                        let _ = out.flush();
+                        match open_dest(&dest) {
+                            Ok(f) => out = std::io::BufWriter::new(f),
+                            Err(e) => crate::elog!("ringway: reopening access log {dest}: {e}"),
+                        }
+                    }
+                    let _ = out.write_all(first.as_bytes());
+                    // Whatever queued meanwhile goes out in the same write.
+                    for line in rx.try_iter() {
+                        let _ = out.write_all(line.as_bytes());
+                    }
+                    let _ = out.flush();
+                    let now = d.load(Ordering::Relaxed);
+                    if now != reported {
+                        crate::elog!(
+                            "ringway: access log: {} lines dropped (the log could not keep up)",
+                            now - reported
+                        );
+                        reported = now;
+                    }
+                }
+            })?;
         Ok(AccessLog {
             format: format.to_owned(),
-            out: Mutex::new(out),
+            tx,
+            dropped,
+            reopen,
         })
+    }
+
+    /// Reopens the file before the next line (SIGUSR1, after a rotation).
+    pub fn reopen(&self) {
+        self.reopen.store(true, Ordering::Relaxed);
     }
 
     /// Formats one line (without the newline).
@@ -139,13 +197,15 @@ impl AccessLog {
         out.push_str(&s);
     }
 
-    /// Writes one line.
+    /// Queues one line for the writer; never blocks (a full queue drops it).
     pub fn log(&self, e: &Entry<'_>) {
         let mut line = self.format(e);
         line.push('\n');
-        if let Ok(mut out) = self.out.lock() {
-            let _ = out.write_all(line.as_bytes());
-            let _ = out.flush();
+        match self.tx.try_send(line) {
+            Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+            Err(TrySendError::Full(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -156,10 +216,7 @@ mod tests {
 
     #[test]
     fn gunicorn_atoms_are_expanded() {
-        let log = AccessLog {
-            format: crate::config::DEFAULT_ACCESS_LOG_FORMAT.into(),
-            out: Mutex::new(Box::new(std::io::sink())),
-        };
+        let log = AccessLog::open("/dev/null", crate::config::DEFAULT_ACCESS_LOG_FORMAT).unwrap();
         let req = vec![(b"user-agent".to_vec(), b"curl/8".to_vec())];
         let e = Entry {
             remote: "127.0.0.1",
@@ -178,10 +235,11 @@ mod tests {
             line.ends_with(r#"] "GET /x?y=1 HTTP/1.1" 200 13 "-" "curl/8""#),
             "{line}"
         );
-        let log = AccessLog {
-            format: "%(m)s %(U)s %(q)s %(D)s %({user-agent}i)s %(zz)s".into(),
-            out: Mutex::new(Box::new(std::io::sink())),
-        };
+        let log = AccessLog::open(
+            "/dev/null",
+            "%(m)s %(U)s %(q)s %(D)s %({user-agent}i)s %(zz)s",
+        )
+        .unwrap();
         assert_eq!(log.format(&e), "GET /x y=1 1500 curl/8 %(zz)s");
     }
 }

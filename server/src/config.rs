@@ -55,10 +55,30 @@ pub enum BenchWorker {
 pub struct Config {
     /// `--bind`, repeatable.
     pub binds: Vec<Bind>,
-    /// `--threads`: reactor threads (default: one per core).
-    pub threads: usize,
+    /// `--reactors`: reactor threads (default: one per core).
+    pub reactors: usize,
     /// `--workers`: worker processes.
     pub workers: usize,
+    /// `--worker-start-timeout`: a new worker must say it is ready within this.
+    pub worker_start_timeout: Duration,
+    /// `--max-requests`: recycle a worker after this many requests (0: never).
+    pub max_requests: u64,
+    /// `--max-requests-jitter`: add up to this many, at random, per worker.
+    pub max_requests_jitter: u64,
+    /// `--max-worker-memory`: recycle a worker whose private resident memory
+    /// passes this many bytes (0: never).
+    pub max_worker_memory: u64,
+    /// `--pid`: write the server's pid here.
+    pub pid_file: Option<PathBuf>,
+    /// `--error-log`: the server's (and workers') stderr goes to this file.
+    pub error_log: Option<PathBuf>,
+    /// `--response-window`: response body bytes a worker may have sent for
+    /// one request that the client has not read yet.
+    pub response_window: usize,
+    /// `--shm-dir`: where the channel layer's segment lives.
+    pub shm_dir: PathBuf,
+    /// `--lane-size`: bytes of each lane of the segment.
+    pub lane_size: usize,
     /// `--bench-worker`.
     pub bench_worker: Option<BenchWorker>,
     /// `--backlog`.
@@ -77,7 +97,8 @@ pub struct Config {
     pub graceful_timeout: Duration,
     /// `--header-timeout`: a request head must arrive within this (else 408).
     pub header_timeout: Duration,
-    /// `--write-timeout`: a client that stops reading is dropped after this.
+    /// `--write-timeout`: a client whose socket takes no response bytes for
+    /// this long is dropped.
     pub write_timeout: Duration,
     /// `--access-log FILE|-`.
     pub access_log: Option<String>,
@@ -93,8 +114,17 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             binds: Vec::new(),
-            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            reactors: std::thread::available_parallelism().map_or(1, |n| n.get()),
             workers: 1,
+            worker_start_timeout: Duration::from_secs(60),
+            max_requests: 0,
+            max_requests_jitter: 0,
+            max_worker_memory: 0,
+            pid_file: None,
+            error_log: None,
+            response_window: 256 * 1024,
+            shm_dir: PathBuf::from("/dev/shm"),
+            lane_size: 256 * 1024,
             bench_worker: None,
             backlog: 2048,
             forwarded_allow: ForwardedAllow::List(vec![
@@ -118,11 +148,26 @@ impl Default for Config {
 pub const USAGE: &str = "\
 usage: ringway-server [OPTIONS]
 
+listening
   --bind ADDR                  HOST:PORT, unix:PATH or fd://N; repeatable (default 127.0.0.1:8000)
-  --threads N                  reactor threads, one io_uring runtime each (default: one per core)
-  --workers N                  worker processes (default 1)
-  --bench-worker hello|echo    serve with a built-in Rust worker (no Python)
   --backlog N                  listen backlog (default 2048)
+  --reactors N                 reactor threads, one io_uring runtime each (default: one per core)
+
+workers
+  --bench-worker hello|echo    serve with a built-in Rust worker (no Python)
+  --workers N                  worker processes (default 1)
+  --worker-start-timeout SECS  a new worker must be ready within this, else it is killed and
+                               retried; three failures in a row stop the server (default 60)
+  --timeout SECS               the app must start responding within this (504), and a worker
+                               that takes no message for this long while it has some waiting
+                               is killed and replaced (default 30)
+  --graceful-timeout SECS      time in-flight requests get after SIGTERM, and a retiring
+                               worker gets to finish its requests (default 30)
+  --max-requests N             replace a worker after N requests (default 0: never)
+  --max-requests-jitter N      add up to N to --max-requests, at random per worker (default 0)
+  --max-worker-memory MIB      replace a worker whose private resident memory passes MIB (default 0: never)
+
+requests and responses
   --forwarded-allow-ips LIST   peers trusted for X-Forwarded-* (comma list or *; default 127.0.0.1,::1)
   --root-path PATH             ASGI root_path
   --limit-request-line N       longest request line (default 4094; 414 beyond)
@@ -130,14 +175,29 @@ usage: ringway-server [OPTIONS]
   --limit-request-field-size N longest header field (default 8190; 431 beyond)
   --limit-request-body N       largest request body in bytes (default unlimited; 413 beyond)
   --keep-alive SECS            idle keep-alive timeout (default 5)
-  --timeout SECS               the app must start responding within this (default 30; 504)
-  --graceful-timeout SECS      time in-flight requests get after SIGTERM (default 30)
   --header-timeout SECS        a request head must arrive within this (default 10; 408)
-  --write-timeout SECS         drop a client that stops reading after this (default 30)
+  --write-timeout SECS         drop a client whose socket takes no response bytes for this long (default 30)
+  --response-window BYTES      response bytes a worker may send ahead of a slow client, per request
+                               (default 256K; at least 128K)
+
+logs and files
   --access-log FILE|-          write an access log (- for stdout)
   --access-logformat FMT       gunicorn-style format (default: the common/combined log format)
+  --error-log FILE             the server's and workers' stderr (default: stderr)
+  --pid FILE                   write the server's pid to FILE (removed at exit)
+  --shm-dir DIR                directory of the channel layer's shared memory (default /dev/shm)
+  --lane-size BYTES            bytes of each shared-memory lane (default 256K); the segment is
+                               reserved at start-up, and a smaller lane makes it smaller
 
-signals: TERM (or a first INT) stops gracefully; a second INT, or QUIT, stops at once.
+BYTES take a K, M or G suffix (powers of 1024).
+
+signals
+  TERM, INT    stop gracefully (in-flight requests finish); a second INT stops at once
+  QUIT         stop at once
+  HUP          reload: start new workers; each old one stops taking requests once a new one is
+               ready, finishes what it holds and exits (a new worker that fails leaves the old ones)
+  TTIN, TTOU   one worker more, one fewer
+  USR1         reopen the access and error logs
 ";
 
 fn secs(v: &str, name: &str) -> Result<Duration, String> {
@@ -153,7 +213,41 @@ fn num<T: std::str::FromStr>(v: &str, name: &str) -> Result<T, String> {
         .map_err(|_| format!("{name}: {v:?} is not a valid number"))
 }
 
+/// A byte count with an optional K, M or G suffix (powers of 1024).
+fn bytes(v: &str, name: &str) -> Result<usize, String> {
+    let (digits, unit) = match v.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&v[..i], c.to_ascii_uppercase()),
+        _ => (v, 'B'),
+    };
+    let shift = match unit {
+        'B' => 0,
+        'K' => 10,
+        'M' => 20,
+        'G' => 30,
+        _ => return Err(format!("{name}: {v:?}: the suffix must be K, M or G")),
+    };
+    digits
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| format!("{name}: {v:?} is not a number of bytes"))
+}
+
+/// Endpoints of the server process itself besides its reactors: the
+/// supervisor's.
+pub const SERVER_ENDPOINTS: usize = 1;
+
 impl Config {
+    /// How many worker processes may be alive at once: every endpoint the
+    /// layer has that the server does not use. A reload or a recycle starts
+    /// a replacement before the old worker retires, so this must leave room
+    /// for at least one more than `--workers`.
+    pub fn worker_capacity(&self) -> usize {
+        ringway_layer_shm::layout::MAX_ENDPOINTS
+            .saturating_sub(self.reactors + SERVER_ENDPOINTS)
+            .min(2 * self.workers + 2)
+    }
+
     /// Parses command-line arguments (without the program name).
     pub fn from_args(args: &[String]) -> Result<Config, String> {
         let mut c = Config::default();
@@ -171,8 +265,25 @@ impl Config {
             };
             match name {
                 "--bind" | "-b" => c.binds.push(Bind::parse(&value()?)?),
-                "--threads" => c.threads = num(&value()?, name)?,
+                "--reactors" => c.reactors = num(&value()?, name)?,
+                "--threads" => {
+                    return Err("--threads: reactor threads are set with --reactors \
+                         (--threads means a WSGI worker's threads, as in gunicorn)"
+                        .into())
+                }
                 "--workers" | "-w" => c.workers = num(&value()?, name)?,
+                "--worker-start-timeout" => c.worker_start_timeout = secs(&value()?, name)?,
+                "--max-requests" => c.max_requests = num(&value()?, name)?,
+                "--max-requests-jitter" => c.max_requests_jitter = num(&value()?, name)?,
+                "--max-worker-memory" => {
+                    let mib: u64 = num(&value()?, name)?;
+                    c.max_worker_memory = mib.saturating_mul(1 << 20);
+                }
+                "--pid" => c.pid_file = Some(PathBuf::from(value()?)),
+                "--error-log" | "--error-logfile" => c.error_log = Some(PathBuf::from(value()?)),
+                "--response-window" => c.response_window = bytes(&value()?, name)?,
+                "--shm-dir" => c.shm_dir = PathBuf::from(value()?),
+                "--lane-size" => c.lane_size = bytes(&value()?, name)?,
                 "--bench-worker" => match value()?.as_str() {
                     "hello" => c.bench_worker = Some(BenchWorker::Hello),
                     "echo" => c.bench_worker = Some(BenchWorker::Echo),
@@ -202,18 +313,42 @@ impl Config {
         if c.binds.is_empty() {
             c.binds.push(Bind::Tcp("127.0.0.1:8000".into()));
         }
-        if c.threads == 0 || c.threads > 256 {
-            return Err("--threads must be from 1 to 256".into());
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Checks the options against each other and the layer's limits.
+    pub fn validate(&self) -> Result<(), String> {
+        let endpoints = ringway_layer_shm::layout::MAX_ENDPOINTS;
+        if self.reactors == 0 || self.reactors + SERVER_ENDPOINTS + 2 > endpoints {
+            return Err(format!(
+                "--reactors must be from 1 to {}: the channel layer has {endpoints} endpoints, \
+                 one per reactor, {SERVER_ENDPOINTS} for the supervisor, and at least two for workers",
+                endpoints - SERVER_ENDPOINTS - 2
+            ));
         }
-        if c.workers == 0 || c.workers > 48 {
-            return Err("--workers must be from 1 to 48".into());
+        // Room for every worker plus one replacement starting beside them.
+        let most = endpoints - self.reactors - SERVER_ENDPOINTS - 1;
+        if self.workers == 0 || self.workers > most {
+            return Err(format!(
+                "--workers must be from 1 to {most} with --reactors {}: the channel layer has \
+                 {endpoints} endpoints, one per reactor, {SERVER_ENDPOINTS} for the supervisor, one per \
+                 worker, and one for a replacement worker starting beside them",
+                self.reactors
+            ));
         }
-        if c.bench_worker.is_none() {
+        if self.response_window < 128 * 1024 {
+            return Err(format!(
+                "--response-window {} is too small: at least 128K (two layer messages)",
+                self.response_window
+            ));
+        }
+        if self.bench_worker.is_none() {
             return Err(
                 "the Python worker does not exist yet: pass --bench-worker hello (or echo)".into(),
             );
         }
-        Ok(c)
+        Ok(())
     }
 }
 

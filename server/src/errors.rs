@@ -24,6 +24,9 @@ pub enum ConnError {
     WriteTimeout,
     /// The client went away.
     ClientGone,
+    /// The request's scope does not fit one layer message (the head limits
+    /// are sized so that it always does; this is the safety net).
+    ScopeTooLarge(usize),
 }
 
 impl From<ProtoError> for ConnError {
@@ -42,6 +45,7 @@ pub fn status_for(e: &ConnError) -> Option<u16> {
         ConnError::NoWorker => Some(503),
         ConnError::WorkerDied => Some(502),
         ConnError::App(_) => Some(500),
+        ConnError::ScopeTooLarge(_) => Some(431),
         ConnError::WriteTimeout | ConnError::ClientGone => None,
     }
 }
@@ -61,6 +65,12 @@ impl fmt::Display for ConnError {
             ConnError::App(why) => write!(f, "application error: {why}"),
             ConnError::WriteTimeout => write!(f, "client stopped reading (--write-timeout)"),
             ConnError::ClientGone => write!(f, "client disconnected"),
+            ConnError::ScopeTooLarge(n) => {
+                write!(
+                    f,
+                    "request head makes a {n}-byte scope, more than a layer message holds"
+                )
+            }
         }
     }
 }

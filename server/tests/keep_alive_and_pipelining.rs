@@ -12,7 +12,7 @@ fn hello_worker_answers_over_the_layer() {
         "hello",
         "--workers",
         "2",
-        "--threads",
+        "--reactors",
         "2",
     ]);
     let r = get(&s, "/");

@@ -19,6 +19,8 @@
 //!                      more_body:u8 body:rest
 //!   2 http.request     route more_body:u8 body:rest          (a further body chunk)
 //!   3 http.disconnect  route
+//!   4 response credit  route consumed:u64   (the client took this much of the response: send more)
+//!   5 ping                                   (from the supervisor: take it, that is all)
 //! to a reactor
 //!  16 http.response.start    req:u32 status:u16 trailers:u8 headers has_body:u8
 //!                            [more_body:u8 body:rest]   (the first body chunk may ride along)
@@ -48,6 +50,10 @@ pub mod kind {
     pub const HTTP_BODY: u8 = 2;
     /// The client went away.
     pub const HTTP_DISCONNECT: u8 = 3;
+    /// The reactor wrote more of a response to its client (see [`super::credit`]).
+    pub const RESPONSE_CREDIT: u8 = 4;
+    /// The supervisor's heartbeat: a worker only has to take it.
+    pub const PING: u8 = 5;
     /// `http.response.start`, possibly with the first body chunk.
     pub const RESPONSE_START: u8 = 16;
     /// `http.response.body`.
@@ -213,6 +219,45 @@ impl fmt::Display for WireError {
 
 impl std::error::Error for WireError {}
 
+/// Response credits: how a worker keeps at most a window of response bytes
+/// ahead of a client that reads slowly.
+///
+/// A worker may send response body chunks for a request while the units it
+/// has sent and the reactor has not yet reported written stay within the
+/// window (`--response-window`, in the worker's environment): it may send a
+/// chunk of cost `c` when nothing is outstanding or `outstanding + c <=
+/// window`, and otherwise waits for a [`kind::RESPONSE_CREDIT`] message,
+/// which carries the units written so far (cumulative, so a late or repeated
+/// credit is harmless). A chunk costs its bytes plus [`PER_MESSAGE`], so a
+/// stream of tiny chunks is bounded too. The reactor reports after writing
+/// at least a quarter of the window since its last report: a worker that
+/// waits has more than `window - max_message` outstanding, which is at least
+/// a quarter when the window holds two messages, so it always hears back.
+/// The reactor treats a worker that overruns its window (by more than one
+/// message) as broken: the request fails, and the reactor never buffers more
+/// than that for one request.
+pub mod credit {
+    /// What a chunk costs beyond its bytes (the message and its framing).
+    pub const PER_MESSAGE: u64 = 64;
+
+    /// The cost of a body chunk of `len` bytes.
+    pub fn cost(len: usize) -> u64 {
+        len as u64 + PER_MESSAGE
+    }
+
+    /// Whether a chunk of cost `c` may be sent with `outstanding` units not
+    /// yet reported written, under `window`.
+    pub fn may_send(outstanding: u64, c: u64, window: u64) -> bool {
+        outstanding == 0 || outstanding + c <= window
+    }
+
+    /// Whether the reactor should report `written` units to the worker,
+    /// having reported `reported` before.
+    pub fn should_report(written: u64, reported: u64, window: u64) -> bool {
+        written - reported >= window / 4
+    }
+}
+
 // ----- writing ---------------------------------------------------------------
 
 /// Field writers in the grammar's terms, for the encoders here and for
@@ -304,6 +349,21 @@ pub fn encode_disconnect(out: &mut Vec<u8>, route: Route) {
     out.clear();
     out.push(kind::HTTP_DISCONNECT);
     put::route(out, route);
+}
+
+/// Encodes a response credit: `consumed` (in [`credit`] units) of the
+/// response to the request on `route` has been written to its client.
+pub fn encode_credit(out: &mut Vec<u8>, route: Route, consumed: u64) {
+    out.clear();
+    out.push(kind::RESPONSE_CREDIT);
+    put::route(out, route);
+    out.extend_from_slice(&consumed.to_le_bytes());
+}
+
+/// Encodes the supervisor's ping.
+pub fn encode_ping(out: &mut Vec<u8>) {
+    out.clear();
+    out.push(kind::PING);
 }
 
 /// Encodes `http.response.start`, with the first body chunk if given.
@@ -532,6 +592,15 @@ pub enum ToWorker<'a> {
         /// Reply route.
         route: Route,
     },
+    /// The client took more of the response.
+    Credit {
+        /// The request.
+        route: Route,
+        /// Response units written to the client so far (see [`credit`]).
+        consumed: u64,
+    },
+    /// The supervisor's heartbeat.
+    Ping,
 }
 
 /// The kind and route of a message for a worker, without decoding the rest:
@@ -540,7 +609,17 @@ pub fn peek_to_worker(msg: &[u8]) -> Result<(u8, Route), WireError> {
     let mut r = Reader { buf: msg, at: 0 };
     let k = r.u8("kind")?;
     match k {
-        kind::HTTP_REQUEST | kind::HTTP_BODY | kind::HTTP_DISCONNECT => Ok((k, r.route()?)),
+        kind::HTTP_REQUEST | kind::HTTP_BODY | kind::HTTP_DISCONNECT | kind::RESPONSE_CREDIT => {
+            Ok((k, r.route()?))
+        }
+        kind::PING => Ok((
+            k,
+            Route {
+                reactor: 0,
+                conn: 0,
+                req: 0,
+            },
+        )),
         k => Err(WireError(format!("unknown kind {k} for a worker"))),
     }
 }
@@ -596,6 +675,16 @@ pub fn decode_to_worker(msg: &[u8]) -> Result<ToWorker<'_>, WireError> {
             let route = r.route()?;
             r.end("http.disconnect")?;
             Ok(ToWorker::Disconnect { route })
+        }
+        kind::RESPONSE_CREDIT => {
+            let route = r.route()?;
+            let consumed = r.u64("consumed")?;
+            r.end("response credit")?;
+            Ok(ToWorker::Credit { route, consumed })
+        }
+        kind::PING => {
+            r.end("ping")?;
+            Ok(ToWorker::Ping)
         }
         k => Err(WireError(format!("unknown kind {k} for a worker"))),
     }

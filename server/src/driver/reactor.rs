@@ -1,17 +1,20 @@
-//! One reactor thread: a tokio-uring runtime with its own listeners, its own
-//! endpoint on the channel layer and its own inbox (`reactor.<k>!`).
+//! One reactor's shared state and its background tasks: the table of open
+//! connections, the table of workers, the inbox pump, the sweeper, and the
+//! control task that takes the supervisor's messages.
 //!
-//! Tasks in a reactor:
-//! - one accept loop per listener, spawning a connection task (`conn.rs`)
-//!   per client;
+//! Tasks in a reactor (started by [`super::run`]):
+//! - one accept loop per listener, spawning a connection task per client;
 //! - the inbox pump, which moves worker replies from the layer to the
-//!   connection they belong to (the record tag is the connection id);
-//!   it also delivers the wake-ups that the turn's sends held back;
-//! - the sweeper, which enforces every connection's deadline.
+//!   connection they belong to (the record tag is the connection id), and
+//!   delivers the wake-ups the turn's sends held back and the small
+//!   messages that found a worker's inbox full;
+//! - the sweeper, which enforces every connection's deadline;
+//! - the control task (the supervisor's messages).
 //!
 //! Everything here is `!Send` and lives on this thread: no locks.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
@@ -19,42 +22,46 @@ use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-use ringway_layer_shm::{ChannelId, Endpoint, Error as LayerError, Segment, SendError};
+use ringway_layer_shm::{ChannelId, Endpoint, Error as LayerError, SendError};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::sync::{watch, Notify};
 
-use super::conn::{self, ConnCell};
-use super::listen::StdListener;
-use super::stream::Listener;
+use super::cell::{ConnCell, WorkerKey};
 use crate::access_log::AccessLog;
-use crate::asgi::wire::{self, ToServer};
 use crate::config::Config;
+use crate::control::{self, ToReactor, ToSupervisor};
 use crate::errors::ConnError;
 
 /// Most inbox messages handled before letting connection tasks run: enough
 /// to amortise the wake-up, small enough that writes are not held back.
 const PUMP_BATCH: usize = 256;
 
-/// What a reactor needs from the process.
-pub struct Shared {
-    /// Options.
-    pub cfg: Arc<Config>,
-    /// The channel layer.
-    pub seg: Segment,
-    /// The access log, if enabled.
-    pub log: Option<Arc<AccessLog>>,
+/// Whether a worker takes new requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Serving {
+    /// Yes.
+    Up,
+    /// It has messages waiting that it does not take (the supervisor says):
+    /// only when no worker is up.
+    Stalled,
+    /// Retiring: no new requests; the supervisor hears when this reactor
+    /// holds none of its requests.
+    Retiring,
+    /// Its process is gone; the entry may be reused.
+    Gone,
 }
 
 /// A worker as one reactor sees it.
 struct WorkerRef {
-    /// Its inbox, `worker.<w>!`.
-    ring: String,
-    /// The resolved inbox, while the worker is up.
-    id: Option<ChannelId>,
+    /// Its id; its inbox is `worker.<id>!`.
+    id: u32,
+    serving: Serving,
+    /// The resolved inbox, once resolved.
+    chan: Option<ChannelId>,
     /// Requests this reactor has in flight on it.
     inflight: u32,
-    /// When to try resolving a down worker's inbox again.
+    /// When to try resolving its inbox again (the segment lock was busy).
     retry_at: Instant,
 }
 
@@ -139,10 +146,22 @@ pub struct Reactor {
     pub cfg: Arc<Config>,
     /// Access log.
     pub log: Option<Arc<AccessLog>>,
+    /// The layer's largest message (the first chunk of a request body is
+    /// sized to fit beside its scope).
+    pub max_message: usize,
+    /// Most bytes of replies one connection may have queued (see
+    /// [`ConnCell::push_reply`]): the response window and two messages.
+    pub reply_limit: usize,
     ep: RefCell<Endpoint>,
     inbox: ChannelId,
     workers: RefCell<Vec<WorkerRef>>,
     conns: RefCell<Conns>,
+    /// Small messages (disconnects, credits) that found their worker's inbox
+    /// full, in order; the pump sends them as room appears. At most one
+    /// disconnect per request, so bounded by the requests served.
+    owed: RefCell<VecDeque<(WorkerKey, Vec<u8>)>>,
+    /// Connections waiting for room in a worker's inbox; woken by the pump.
+    space_waiters: RefCell<Vec<Rc<ConnCell>>>,
     /// The sweeper's period: deadlines are checked this often.
     pub tick: Duration,
     /// The time at the sweeper's last tick (see [`Reactor::deadline_in`]).
@@ -150,16 +169,75 @@ pub struct Reactor {
     /// A graceful shutdown began (read on every request: a plain cell).
     shutting_down: Cell<bool>,
     /// The same, for the accept loops and the reactor's main task.
-    shutdown_tx: watch::Sender<bool>,
+    pub shutdown_tx: watch::Sender<bool>,
     /// Signalled whenever a connection ends.
-    conn_closed: Notify,
+    pub conn_closed: Notify,
     /// Sends held wake-ups that the pump has not delivered yet.
     flush_scheduled: Cell<bool>,
     /// The pump, while it sleeps.
     pump_waker: Cell<Option<Waker>>,
+    /// To the supervisor.
+    supervisor: control::Sender<ToSupervisor>,
+}
+
+/// Why a request could not be handed to a worker.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DispatchError {
+    /// No worker is up.
+    NoWorker,
+    /// Every worker that is up has a full inbox: wait for room.
+    Full,
 }
 
 impl Reactor {
+    /// A reactor's state, before its tasks start.
+    #[allow(clippy::too_many_arguments)] // One place builds it.
+    pub fn new(
+        k: u16,
+        cfg: Arc<Config>,
+        log: Option<Arc<AccessLog>>,
+        ep: Endpoint,
+        inbox: ChannelId,
+        workers: &[u32],
+        supervisor: control::Sender<ToSupervisor>,
+        shutdown_tx: watch::Sender<bool>,
+    ) -> Reactor {
+        let max_message = ep.segment().geometry().max_message as usize;
+        let now = Instant::now();
+        Reactor {
+            k,
+            tick: tick_for(&cfg),
+            reply_limit: cfg.response_window + 2 * (max_message + 64),
+            max_message,
+            cfg,
+            log,
+            ep: RefCell::new(ep),
+            inbox,
+            workers: RefCell::new(
+                workers
+                    .iter()
+                    .map(|&id| WorkerRef {
+                        id,
+                        serving: Serving::Up,
+                        chan: None,
+                        inflight: 0,
+                        retry_at: now,
+                    })
+                    .collect(),
+            ),
+            conns: RefCell::new(Conns::default()),
+            owed: RefCell::default(),
+            space_waiters: RefCell::default(),
+            now: Cell::new(now),
+            shutting_down: Cell::new(false),
+            shutdown_tx,
+            conn_closed: Notify::new(),
+            flush_scheduled: Cell::new(false),
+            pump_waker: Cell::new(None),
+            supervisor,
+        }
+    }
+
     /// Registers a new connection; returns its id.
     pub fn open_conn(&self, cell: Rc<ConnCell>) -> u64 {
         self.conns.borrow_mut().insert(cell)
@@ -169,6 +247,11 @@ impl Reactor {
     pub fn close_conn(&self, id: u64) {
         self.conns.borrow_mut().remove(id);
         self.conn_closed.notify_one();
+    }
+
+    /// How many connections are open.
+    pub fn open_conns(&self) -> usize {
+        self.conns.borrow().len()
     }
 
     /// Whether a graceful shutdown began.
@@ -184,59 +267,93 @@ impl Reactor {
         self.now.get() + d + self.tick
     }
 
-    /// Sends the first message of a request to the least loaded worker that
-    /// takes it; returns the worker.
-    pub fn dispatch(&self, msg: &[u8]) -> Result<usize, ConnError> {
-        let mut workers = self.workers.borrow_mut();
-        let mut ep = self.ep.borrow_mut();
-        // Workers tried so far, by bit (there are at most 48; see config.rs).
-        let mut tried = 0u64;
-        loop {
-            let Some(w) = (0..workers.len())
-                .filter(|&w| tried & (1 << w) == 0)
-                .min_by_key(|&w| workers[w].inflight)
-            else {
-                return Err(ConnError::NoWorker);
-            };
-            tried |= 1 << w;
-            let wr = &mut workers[w];
-            if wr.id.is_none() {
-                let now = Instant::now();
-                if now < wr.retry_at {
-                    continue;
-                }
-                match ep.channel(&wr.ring) {
-                    Ok(id) => wr.id = Some(id),
-                    Err(_) => {
-                        wr.retry_at = now + Duration::from_millis(20);
-                        continue;
-                    }
+    /// Resolves worker `i`'s inbox if need be; `None` if it cannot be now.
+    fn resolve(&self, ep: &mut Endpoint, wr: &mut WorkerRef) -> Option<ChannelId> {
+        if wr.chan.is_none() {
+            let now = Instant::now();
+            if now < wr.retry_at {
+                return None;
+            }
+            match ep.channel(&format!("worker.{}!", wr.id)) {
+                Ok(id) => wr.chan = Some(id),
+                Err(_) => {
+                    wr.retry_at = now + Duration::from_millis(20);
+                    return None;
                 }
             }
-            match ep.send_id(wr.id.expect("resolved"), b"", msg) {
+        }
+        wr.chan
+    }
+
+    /// Sends the first message of a request to the least loaded worker that
+    /// takes it (a stalled worker only when none is up); returns the worker.
+    pub fn dispatch(&self, msg: &[u8]) -> Result<WorkerKey, DispatchError> {
+        let mut workers = self.workers.borrow_mut();
+        let mut ep = self.ep.borrow_mut();
+        // Workers tried so far.
+        let mut tried = vec![false; workers.len()];
+        let mut full = false;
+        loop {
+            let pick = |want: Serving| {
+                (0..workers.len())
+                    .filter(|&i| !tried[i] && workers[i].serving == want)
+                    .min_by_key(|&i| workers[i].inflight)
+            };
+            let Some(i) = pick(Serving::Up).or_else(|| pick(Serving::Stalled)) else {
+                return Err(if full {
+                    DispatchError::Full
+                } else {
+                    DispatchError::NoWorker
+                });
+            };
+            tried[i] = true;
+            let wr = &mut workers[i];
+            let Some(chan) = self.resolve(&mut ep, wr) else {
+                continue;
+            };
+            match ep.send_id(chan, b"", msg) {
                 Ok(()) => {
                     wr.inflight += 1;
+                    drop(ep);
                     self.wake_later();
-                    return Ok(w);
+                    return Ok(WorkerKey {
+                        index: i,
+                        id: wr.id,
+                    });
                 }
-                Err(SendError::Full) => continue,
+                Err(SendError::Full) => full = true,
                 Err(SendError::Other(e)) => {
                     if !matches!(e, LayerError::NoReceiver(_)) {
-                        eprintln!("ringway: reactor {}: sending to {}: {e}", self.k, wr.ring);
+                        elog!(
+                            "ringway: reactor {}: sending to worker.{}!: {e}",
+                            self.k,
+                            wr.id
+                        );
                     }
-                    wr.id = None;
+                    wr.chan = None;
                 }
             }
         }
     }
 
-    /// Sends a further message of a request to its worker. `Full` is retried
-    /// by the caller; any other failure means the worker is gone.
-    pub fn send_to(&self, w: usize, msg: &[u8]) -> Result<(), SendError> {
-        let id = self.workers.borrow()[w]
-            .id
-            .ok_or(SendError::Other(LayerError::NoReceiver(String::new())))?;
-        let sent = self.ep.borrow_mut().send_id(id, b"", msg);
+    /// Sends a further message of a request to its worker. `Full` means
+    /// wait for room ([`Reactor::wait_for_room`]); any other failure means
+    /// the worker is gone.
+    pub fn send_to(&self, w: WorkerKey, msg: &[u8]) -> Result<(), SendError> {
+        let chan = {
+            let workers = self.workers.borrow();
+            match workers.get(w.index) {
+                Some(wr) if wr.id == w.id && wr.serving != Serving::Gone => wr.chan,
+                _ => None,
+            }
+        };
+        let Some(chan) = chan else {
+            return Err(SendError::Other(LayerError::NoReceiver(format!(
+                "worker.{}!",
+                w.id
+            ))));
+        };
+        let sent = self.ep.borrow_mut().send_id(chan, b"", msg);
         match &sent {
             Ok(()) => self.wake_later(),
             // A full inbox: make sure its worker is awake to drain it.
@@ -246,32 +363,120 @@ impl Reactor {
         sent
     }
 
+    /// Sends a small message that must not be lost (a disconnect, a credit)
+    /// to worker `w`: now, or by the pump once its inbox has room. A worker
+    /// that is gone needs neither.
+    pub fn send_or_owe(&self, w: WorkerKey, msg: &[u8]) {
+        if !self.owed.borrow().iter().any(|(k, _)| *k == w) {
+            match self.send_to(w, msg) {
+                Err(SendError::Full) => {}
+                _ => return,
+            }
+        }
+        // Behind what this worker is owed already, to keep the order.
+        self.owed.borrow_mut().push_back((w, msg.to_vec()));
+        self.wake_pump();
+    }
+
+    /// Registers `cell` to be woken when a worker's inbox may have room
+    /// (the pump wakes every waiter once per turn it finds work to do).
+    pub fn wait_for_room(&self, cell: &Rc<ConnCell>) {
+        let mut waiters = self.space_waiters.borrow_mut();
+        if !waiters.iter().any(|c| Rc::ptr_eq(c, cell)) {
+            waiters.push(cell.clone());
+        }
+        drop(waiters);
+        self.wake_pump();
+    }
+
     /// Schedules one flush of the held wake-ups after the tasks that are
     /// ready now have run: the requests they send wake each worker once.
     fn wake_later(&self) {
         if !self.flush_scheduled.replace(true) {
-            if let Some(w) = self.pump_waker.take() {
-                w.wake();
-            }
+            self.wake_pump();
+        }
+    }
+
+    fn wake_pump(&self) {
+        if let Some(w) = self.pump_waker.take() {
+            w.wake();
         }
     }
 
     /// A request on worker `w` finished (or failed).
-    pub fn request_done(&self, w: usize) {
-        if let Some(wr) = self.workers.borrow_mut().get_mut(w) {
-            wr.inflight = wr.inflight.saturating_sub(1);
+    pub fn request_done(&self, w: WorkerKey) {
+        let mut workers = self.workers.borrow_mut();
+        let Some(wr) = workers.get_mut(w.index).filter(|wr| wr.id == w.id) else {
+            return;
+        };
+        wr.inflight = wr.inflight.saturating_sub(1);
+        if wr.inflight == 0 && wr.serving == Serving::Retiring {
+            self.supervisor.send(ToSupervisor::Drained {
+                reactor: self.k,
+                id: wr.id,
+            });
         }
     }
 
-    fn worker_died(&self, w: usize) {
-        if let Some(wr) = self.workers.borrow_mut().get_mut(w) {
-            wr.id = None;
-            wr.inflight = 0;
-            wr.retry_at = Instant::now();
-        }
-        for c in self.conns.borrow().iter() {
-            if c.worker.get() == Some(w) {
-                c.worker_died();
+    /// Acts on a message from the supervisor.
+    fn control(&self, m: ToReactor) {
+        let mut workers = self.workers.borrow_mut();
+        let find = |workers: &Vec<WorkerRef>, id| workers.iter().position(|w| w.id == id);
+        match m {
+            ToReactor::WorkerUp { id } => {
+                let wr = WorkerRef {
+                    id,
+                    serving: Serving::Up,
+                    chan: None,
+                    inflight: 0,
+                    retry_at: Instant::now(),
+                };
+                match workers.iter().position(|w| w.serving == Serving::Gone) {
+                    Some(i) => workers[i] = wr,
+                    None => workers.push(wr),
+                }
+            }
+            ToReactor::Retire { id } => {
+                if let Some(i) = find(&workers, id) {
+                    let wr = &mut workers[i];
+                    wr.serving = Serving::Retiring;
+                    if wr.inflight == 0 {
+                        self.supervisor.send(ToSupervisor::Drained {
+                            reactor: self.k,
+                            id,
+                        });
+                    }
+                }
+            }
+            ToReactor::Stalled { id, stalled } => {
+                if let Some(i) = find(&workers, id) {
+                    let wr = &mut workers[i];
+                    match (wr.serving, stalled) {
+                        (Serving::Up, true) => wr.serving = Serving::Stalled,
+                        (Serving::Stalled, false) => wr.serving = Serving::Up,
+                        _ => {}
+                    }
+                }
+            }
+            ToReactor::WorkerDied { id } => {
+                if let Some(i) = find(&workers, id) {
+                    let wr = &mut workers[i];
+                    wr.serving = Serving::Gone;
+                    wr.chan = None;
+                    wr.inflight = 0;
+                    drop(workers);
+                    let key = WorkerKey { index: i, id };
+                    self.owed.borrow_mut().retain(|(k, _)| *k != key);
+                    for c in self.conns.borrow().iter() {
+                        if c.worker.get() == Some(key) {
+                            c.worker_died();
+                        }
+                    }
+                }
+            }
+            ToReactor::Shutdown => {
+                drop(workers);
+                self.begin_shutdown();
             }
         }
     }
@@ -286,21 +491,13 @@ impl Reactor {
     }
 
     fn deliver(&self, tag: &[u8], msg: &[u8]) {
-        if tag.is_empty() {
-            match wire::decode_to_server(msg) {
-                Ok(ToServer::WorkerDied { worker }) => self.worker_died(worker as usize),
-                Ok(ToServer::Shutdown) => self.begin_shutdown(),
-                other => eprintln!(
-                    "ringway: reactor {}: unexpected control message {other:?}",
-                    self.k
-                ),
-            }
-            return;
-        }
         let Ok(conn) = <[u8; 8]>::try_from(tag).map(u64::from_le_bytes) else {
-            eprintln!(
-                "ringway: reactor {}: reply with a {}-byte tag dropped",
+            // Control messages never travel through the layer: anything
+            // without a connection tag is a worker's mistake.
+            elog!(
+                "ringway: reactor {}: dropped a {}-byte message with a {}-byte tag",
                 self.k,
+                msg.len(),
                 tag.len()
             );
             return;
@@ -310,12 +507,38 @@ impl Reactor {
             c.push_reply(msg);
         }
     }
+
+    /// Sends what the pump owes workers, in order per worker, until an
+    /// inbox is full. Returns whether something is still owed.
+    fn pay_owed(&self) -> bool {
+        let mut owed = self.owed.borrow_mut();
+        let mut blocked: Vec<WorkerKey> = Vec::new();
+        let mut i = 0;
+        while i < owed.len() {
+            let key = owed[i].0;
+            if blocked.contains(&key) {
+                i += 1;
+                continue;
+            }
+            match self.send_to(key, &owed[i].1) {
+                Err(SendError::Full) => {
+                    blocked.push(key);
+                    i += 1;
+                }
+                // Sent, or the worker is gone (then nothing is owed).
+                _ => {
+                    owed.remove(i);
+                }
+            }
+        }
+        !owed.is_empty()
+    }
 }
 
 /// A borrowed descriptor for `AsyncFd` (the endpoint owns the doorbell).
-struct BellFd(RawFd);
+struct BorrowedFd(RawFd);
 
-impl AsRawFd for BellFd {
+impl AsRawFd for BorrowedFd {
     fn as_raw_fd(&self) -> RawFd {
         self.0
     }
@@ -332,29 +555,32 @@ impl AsRawFd for BellFd {
 /// them always waits for the runtime's next look at I/O (`yield_now`): the
 /// connection tasks that send requests in a turn run first, so a worker is
 /// woken once for all of them, and only if it sleeps.
-async fn pump(r: Rc<Reactor>) {
+///
+/// Returns only if the inbox cannot be watched: then the reactor cannot
+/// serve, and the caller stops the server.
+pub async fn pump(r: Rc<Reactor>) -> String {
     let fd = match r.ep.borrow_mut().wait_fd() {
         Ok(fd) => fd,
-        Err(e) => {
-            eprintln!("ringway: reactor {}: no doorbell: {e}", r.k);
-            return;
-        }
+        Err(e) => return format!("no doorbell: {e}"),
     };
     // SAFETY: the doorbell descriptor belongs to the endpoint in `r`, which
     // this task keeps alive (and open) for as long as `bell` exists.
-    let bell = match unsafe { AsyncFd::register_with_interest(BellFd(fd), Interest::READABLE) } {
+    let bell = match unsafe { AsyncFd::register_with_interest(BorrowedFd(fd), Interest::READABLE) }
+    {
         Ok(b) => b,
-        Err(e) => {
-            let e = e.into_parts().1;
-            eprintln!("ringway: reactor {}: cannot watch the doorbell: {e}", r.k);
-            return;
-        }
+        Err(e) => return format!("cannot watch the doorbell: {}", e.into_parts().1),
     };
     let ring = format!("reactor.{}!", r.k);
+    let mut reported: Option<String> = None;
     loop {
         // Wake-ups held by the sends of the turns before this look.
         if r.flush_scheduled.replace(false) {
             r.ep.borrow_mut().flush_wakeups();
+        }
+        let owing = !r.owed.borrow().is_empty() && r.pay_owed();
+        // Connections waiting for room try again.
+        for c in r.space_waiters.borrow_mut().drain(..) {
+            c.notify();
         }
         // One batch: one claim and one clock read for all of it.
         let got =
@@ -368,21 +594,29 @@ async fn pump(r: Rc<Reactor>) {
                 continue;
             }
             Err(e) => {
-                eprintln!("ringway: reactor {}: inbox: {e}", r.k);
+                // Reported once per kind of failure, not every turn.
+                let text = e.to_string();
+                if reported.as_deref() != Some(text.as_str()) {
+                    elog!("ringway: reactor {}: inbox: {text}", r.k);
+                    reported = Some(text);
+                }
                 tokio::task::yield_now().await;
                 continue;
             }
         }
+        if owing || !r.space_waiters.borrow().is_empty() {
+            // Someone waits for room in a worker's inbox: look again after
+            // the other tasks ran.
+            tokio::task::yield_now().await;
+            continue;
+        }
         match r.ep.borrow_mut().arm(&ring) {
             Ok(true) => continue,
             Ok(false) => {}
-            Err(e) => {
-                eprintln!("ringway: reactor {}: arming the inbox: {e}", r.k);
-                return;
-            }
+            Err(e) => return format!("arming the inbox: {e}"),
         }
         let rang = poll_fn(|cx| {
-            if r.flush_scheduled.get() {
+            if r.flush_scheduled.get() || !r.space_waiters.borrow().is_empty() {
                 return Poll::Ready(Ok(false));
             }
             match bell.poll_read_ready(cx) {
@@ -403,8 +637,38 @@ async fn pump(r: Rc<Reactor>) {
             Ok(true) => {}
             // Wake-ups to deliver: after the tasks that are ready now.
             Ok(false) => tokio::task::yield_now().await,
+            Err(e) => return format!("doorbell: {e}"),
+        }
+    }
+}
+
+/// Takes the supervisor's messages as they come.
+pub async fn control_task(r: Rc<Reactor>, rx: control::Receiver<ToReactor>) {
+    // SAFETY: the bell's descriptor is owned by `rx`, which this task keeps
+    // alive for as long as `fd` exists.
+    let fd = match unsafe {
+        AsyncFd::register_with_interest(BorrowedFd(rx.bell().as_raw_fd()), Interest::READABLE)
+    } {
+        Ok(fd) => fd,
+        Err(e) => {
+            r.supervisor.send(ToSupervisor::Fatal {
+                reactor: r.k,
+                why: format!("cannot watch the control queue: {}", e.into_parts().1),
+            });
+            return;
+        }
+    };
+    loop {
+        for m in rx.drain() {
+            r.control(m);
+        }
+        match fd.readable().await {
+            Ok(mut g) => g.clear_ready(),
             Err(e) => {
-                eprintln!("ringway: reactor {}: doorbell: {e}", r.k);
+                r.supervisor.send(ToSupervisor::Fatal {
+                    reactor: r.k,
+                    why: format!("control queue: {e}"),
+                });
                 return;
             }
         }
@@ -415,7 +679,7 @@ async fn pump(r: Rc<Reactor>) {
 /// has passed and wakes them; each decides what its deadline meant (408,
 /// 504, a dropped writer, an idle close). One timer per reactor instead of
 /// several registrations per request; the price is `tick` of slack.
-async fn sweeper(r: Rc<Reactor>) {
+pub async fn sweeper(r: Rc<Reactor>) {
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + r.tick, r.tick);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -445,104 +709,11 @@ pub fn tick_for(cfg: &Config) -> Duration {
     (shortest / 8).clamp(Duration::from_millis(1), Duration::from_millis(250))
 }
 
-async fn accept_loop(r: Rc<Reactor>, l: Listener) {
-    let mut shutdown = r.shutdown_tx.subscribe();
-    loop {
-        tokio::select! {
-            res = l.accept() => match res {
-                Ok((stream, peer, local)) => {
-                    tokio_uring::spawn(conn::serve(r.clone(), stream, peer, local));
-                }
-                Err(e) => {
-                    eprintln!("ringway: reactor {}: accept: {e}", r.k);
-                    // Out of descriptors: give connections a moment to close.
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            },
-            _ = shutdown.wait_for(|s| *s) => return,
-        }
+/// What [`ConnError`] a dispatch failure is once the request gives up.
+impl From<DispatchError> for ConnError {
+    fn from(_: DispatchError) -> Self {
+        ConnError::NoWorker
     }
-}
-
-/// Runs reactor `k` until a graceful shutdown completes. Reports readiness
-/// (or why it could not start) through `ready`.
-pub fn run(
-    k: u16,
-    listeners: Vec<StdListener>,
-    shared: Arc<Shared>,
-    ready: std::sync::mpsc::Sender<Result<(), String>>,
-) {
-    tokio_uring::builder()
-        .entries(1024)
-        // COOP_TASKRUN: completions do not interrupt a running reactor with an
-        // IPI; it picks them up when it next enters the kernel, which it does
-        // constantly. (Same setting as the ceiling in bench/.)
-        .uring_builder(tokio_uring::uring_builder().setup_coop_taskrun())
-        .start(async move {
-            let setup = (|| {
-                let mut ep = shared
-                    .seg
-                    .endpoint()
-                    .map_err(|e| format!("attaching to the layer: {e}"))?;
-                let inbox = ep
-                    .own_channel(&format!("reactor.{k}!"))
-                    .map_err(|e| format!("creating the inbox: {e}"))?;
-                let adopted = listeners
-                    .into_iter()
-                    .map(Listener::adopt)
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| format!("adopting listeners: {e}"))?;
-                Ok::<_, String>((ep, inbox, adopted))
-            })();
-            let (ep, inbox, adopted) = match setup {
-                Ok(s) => s,
-                Err(e) => {
-                    let _ = ready.send(Err(format!("reactor {k}: {e}")));
-                    return;
-                }
-            };
-            let (shutdown_tx, mut shutdown) = watch::channel(false);
-            let workers = (0..shared.cfg.workers)
-                .map(|w| WorkerRef {
-                    ring: format!("worker.{w}!"),
-                    id: None,
-                    inflight: 0,
-                    retry_at: Instant::now(),
-                })
-                .collect();
-            let r = Rc::new(Reactor {
-                k,
-                cfg: shared.cfg.clone(),
-                log: shared.log.clone(),
-                ep: RefCell::new(ep),
-                inbox,
-                workers: RefCell::new(workers),
-                conns: RefCell::new(Conns::default()),
-                tick: tick_for(&shared.cfg),
-                now: Cell::new(Instant::now()),
-                shutting_down: Cell::new(false),
-                shutdown_tx,
-                conn_closed: Notify::new(),
-                flush_scheduled: Cell::new(false),
-                pump_waker: Cell::new(None),
-            });
-            r.ep.borrow_mut().hold_wakeups(true);
-            tokio_uring::spawn(pump(r.clone()));
-            tokio_uring::spawn(sweeper(r.clone()));
-            for l in adopted {
-                tokio_uring::spawn(accept_loop(r.clone(), l));
-            }
-            let _ = ready.send(Ok(()));
-            let _ = shutdown.wait_for(|s| *s).await;
-            // Graceful: no new connections; in-flight requests get until the deadline.
-            let deadline = tokio::time::Instant::now() + shared.cfg.graceful_timeout;
-            while !r.conns.borrow().is_empty() {
-                tokio::select! {
-                    _ = r.conn_closed.notified() => {}
-                    _ = tokio::time::sleep_until(deadline) => break,
-                }
-            }
-        });
 }
 
 #[cfg(test)]
@@ -551,14 +722,15 @@ mod tests {
 
     #[test]
     fn a_reused_slot_does_not_answer_to_the_old_id() {
+        let cell = || Rc::new(ConnCell::new(1 << 20));
         let mut conns = Conns::default();
-        let a = conns.insert(Rc::new(ConnCell::new()));
-        let b = conns.insert(Rc::new(ConnCell::new()));
+        let a = conns.insert(cell());
+        let b = conns.insert(cell());
         assert_ne!(a, b);
         assert_eq!(conns.len(), 2);
         conns.remove(a);
         assert!(conns.get(a).is_none());
-        let c = conns.insert(Rc::new(ConnCell::new()));
+        let c = conns.insert(cell());
         // Same slot, new generation: a late reply for `a` finds nothing.
         assert_eq!(c & 0xffff_ffff, a & 0xffff_ffff);
         assert_ne!(c, a);

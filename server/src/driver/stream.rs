@@ -29,12 +29,16 @@ impl Stream {
         }
     }
 
-    /// Writes all of `buf` (io_uring `send`).
-    pub async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
-        match self {
-            Stream::Tcp(s) => s.write_all(buf).await,
-            Stream::Unix(s) => s.write_all(buf).await,
-        }
+    /// Writes some of `buf[from..]` (one io_uring `write`); returns how
+    /// many bytes the socket took, and the buffer.
+    pub async fn write(&self, buf: Vec<u8>, from: usize) -> (io::Result<usize>, Vec<u8>) {
+        use tokio_uring::buf::BoundedBuf;
+        let slice = buf.slice(from..);
+        let (res, slice) = match self {
+            Stream::Tcp(s) => s.write(slice).submit().await,
+            Stream::Unix(s) => s.write(slice).submit().await,
+        };
+        (res, slice.into_inner())
     }
 
     /// Half-closes or closes the socket.
