@@ -19,27 +19,18 @@ impl Server {
     /// Starts `ringway-server --bind 127.0.0.1:0 ARGS` and waits for its
     /// "listening at" line.
     pub fn start(args: &[&str]) -> Server {
-        let stderr_path = std::env::temp_dir().join(format!(
-            "ringway-test-{}-{}.stderr",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringway-server"));
-        if !args.iter().any(|a| a.starts_with("--bind")) {
-            cmd.args(["--bind", "127.0.0.1:0"]);
-        }
-        let mut child = cmd
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr_path).unwrap())
-            .spawn()
-            .expect("starting ringway-server");
+        Server::start_with_env(args, &[])
+    }
+
+    /// [`Server::start`] with environment variables added.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
+        let (mut child, stderr_path) = spawn(args, env);
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        out.read_line(&mut line).unwrap();
+        // Skip what workers print before the server is up.
+        while out.read_line(&mut line).unwrap_or(0) > 0 && !line.contains("listening at") {
+            line.clear();
+        }
         assert!(
             line.contains("listening at"),
             "server did not start: {line:?}\n{}",
@@ -101,6 +92,103 @@ impl Server {
     }
 }
 
+/// A unique path in the temporary directory.
+pub fn temp_path(what: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!(
+        "ringway-test-{}-{}-{what}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ))
+}
+
+/// Starts `ringway-server` without waiting for anything; stderr goes to the
+/// returned file, stdout to a pipe.
+pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> (Child, std::path::PathBuf) {
+    let stderr_path = temp_path("stderr");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringway-server"));
+    if !args.iter().any(|a| a.starts_with("--bind")) {
+        cmd.args(["--bind", "127.0.0.1:0"]);
+    }
+    let child = cmd
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .expect("starting ringway-server");
+    (child, stderr_path)
+}
+
+impl Server {
+    /// The pid of the server process.
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Waits up to `secs` for `needle` to appear in stderr `n` times.
+    pub fn wait_for_log(&self, needle: &str, n: usize, secs: u64) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        while self.stderr().matches(needle).count() < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{needle:?} did not appear {n} times within {secs} s:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The server's worker processes (its children), by pid.
+    pub fn worker_pids(&self) -> Vec<i32> {
+        children(self.pid())
+    }
+
+    /// Resident memory (VmRSS) of the server and its workers together, in bytes.
+    pub fn rss(&self) -> u64 {
+        let mut pids = vec![self.pid()];
+        pids.extend(self.worker_pids());
+        pids.iter().filter_map(|&p| rss_of(p)).sum()
+    }
+}
+
+/// The children of `pid`.
+pub fn children(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+        out.extend(
+            kids.split_whitespace()
+                .filter_map(|k| k.parse::<i32>().ok()),
+        );
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// VmRSS of a process, in bytes.
+pub fn rss_of(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+}
+
+/// Whether process `pid` is still there (and not a zombie).
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            let state = s.rsplit_once(") ").map(|(_, r)| r.chars().next());
+            !matches!(state, Some(Some('Z' | 'X')) | None)
+        })
+        .unwrap_or(false)
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         // Quick shutdown (it removes the segment file), then make sure.
@@ -114,6 +202,9 @@ impl Drop for Server {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- server stderr ---\n{}", self.stderr());
+        }
         let _ = std::fs::remove_file(&self.stderr_path);
     }
 }
