@@ -29,6 +29,28 @@ fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
 
 /// A TCP listener with `SO_REUSEADDR` and `SO_REUSEPORT`.
 pub fn reuseport_tcp(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
+    tcp(addr, backlog, true)
+}
+
+/// Fails with "address in use" if anyone listens on `addr` already.
+///
+/// `SO_REUSEPORT` lets any socket of the same user join a port, so a second
+/// server started by mistake on a port a live one holds would silently
+/// share its connections. A socket bound *without* `SO_REUSEPORT` cannot
+/// join a listening group: binding one first (and closing it) tells whether
+/// the port is taken.
+fn check_free(addr: SocketAddr) -> io::Result<()> {
+    match tcp(addr, 1, false) {
+        Ok(_probe) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("{addr}: address in use (another server listens there)"),
+        )),
+        Err(e) => Err(e),
+    }
+}
+
+fn tcp(addr: SocketAddr, backlog: i32, reuseport: bool) -> io::Result<TcpListener> {
     let domain = if addr.is_ipv6() {
         libc::AF_INET6
     } else {
@@ -39,7 +61,12 @@ pub fn reuseport_tcp(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> 
     // SAFETY: `fd` is a new socket nothing else owns; the listener closes it.
     let listener = unsafe { TcpListener::from_raw_fd(fd) };
     let one: libc::c_int = 1;
-    for opt in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
+    let opts: &[libc::c_int] = if reuseport {
+        &[libc::SO_REUSEADDR, libc::SO_REUSEPORT]
+    } else {
+        &[libc::SO_REUSEADDR]
+    };
+    for &opt in opts {
         // SAFETY: `one` is a valid c_int for the duration of the call.
         cvt(unsafe {
             libc::setsockopt(
@@ -137,6 +164,9 @@ pub fn open(
                             format!("{spec} resolves to nothing"),
                         )
                     })?;
+                if addr.port() != 0 {
+                    check_free(addr)?;
+                }
                 let first = reuseport_tcp(addr, backlog)
                     .map_err(|e| io::Error::new(e.kind(), format!("binding {addr}: {e}")))?;
                 // Port 0 means "any": the other threads join the port the

@@ -337,3 +337,101 @@ pub fn get(server: &Server, path: &str) -> Response {
     c.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes());
     c.response(false).expect("a response")
 }
+
+/// Keep-alive clients sending echo requests in a loop, counting successes
+/// and recording every failure (a wrong status or body, or a connection
+/// closed under a request).
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ok: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    threads: Vec<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl Load {
+    /// `clients` threads, each on its own keep-alive connection to `addr`.
+    pub fn start(addr: &str, clients: usize) -> Load {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let threads = (0..clients)
+            .map(|i| {
+                let (stop, ok, addr) = (stop.clone(), ok.clone(), addr.to_owned());
+                std::thread::spawn(move || {
+                    let mut failures = Vec::new();
+                    let connect = || {
+                        let s = TcpStream::connect(&addr).unwrap();
+                        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                        Client::new(s)
+                    };
+                    let mut c = connect();
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        n += 1;
+                        let body = format!("client {i} request {n}");
+                        c.send(
+                            format!(
+                                "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
+                                body.len()
+                            )
+                            .as_bytes(),
+                        );
+                        match c.response(false) {
+                            Some(r) if r.status == 200 && r.body == body.as_bytes() => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                                if r.header("connection") == Some("close") {
+                                    c = connect();
+                                }
+                            }
+                            Some(r) => failures.push(format!("{} {:?}", r.status, String::from_utf8_lossy(&r.body))),
+                            None => {
+                                failures.push("connection closed under a request".into());
+                                c = connect();
+                            }
+                        }
+                    }
+                    failures
+                })
+            })
+            .collect();
+        Load { stop, ok, threads }
+    }
+
+    /// Requests answered well so far.
+    pub fn ok(&self) -> usize {
+        self.ok.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits until `n` more requests have been answered well (up to 30 s).
+    pub fn wait_progress(&self, n: usize) {
+        let target = self.ok() + n;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while self.ok() < target {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "load stalled at {}",
+                self.ok()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Stops the clients; returns the successes and the failures.
+    pub fn stop(self) -> (usize, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let ok = self.ok.clone();
+        let failures = self
+            .threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        (ok.load(std::sync::atomic::Ordering::Relaxed), failures)
+    }
+}
+
+/// The pid of the worker that answers `/pid` on a fresh connection.
+pub fn pid_of_worker(server: &Server) -> i32 {
+    let r = get(server, "/pid");
+    assert_eq!(r.status, 200);
+    String::from_utf8(r.body).unwrap().parse().unwrap()
+}
