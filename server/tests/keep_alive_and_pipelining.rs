@@ -134,3 +134,18 @@ fn scope_carries_the_asgi_fields() {
     assert!(text.contains("client=Some((\"203.0.113.9\", 0))"), "{text}");
     assert!(text.contains("headers=host=example;x-forwarded-for=203.0.113.9;x-forwarded-proto=https;x-dup=a;x-dup=b"), "{text}");
 }
+
+#[test]
+fn a_client_that_half_closes_after_its_requests_still_gets_the_responses() {
+    let s = Server::start(&["--bench-worker", "echo"]);
+    let mut c = Client::new(s.connect());
+    // Two pipelined requests, the first still with the worker when the
+    // client shuts down its sending side.
+    c.send(b"GET /sleep?ms=300 HTTP/1.1\r\nHost: t\r\n\r\nPOST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi");
+    c.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let r = c.response(false).expect("the first response");
+    assert_eq!((r.status, &r.body[..]), (200, &b"slept"[..]));
+    let r = c.response(false).expect("the second response");
+    assert_eq!((r.status, &r.body[..]), (200, &b"hi"[..]));
+    assert!(c.closed());
+}

@@ -110,6 +110,9 @@ struct Exchange<'h> {
     resp: Resp,
     body: BodyIn,
     credits: Credits,
+    /// Some of the response reached the socket: a failure can only close
+    /// the connection now (before, the client gets an error status).
+    started: bool,
     /// The worker.
     w: WorkerKey,
 }
@@ -182,6 +185,7 @@ impl<F: Future<Output = ReadResult>> Conn<F> {
             resp: Resp::NotStarted,
             body,
             credits: Credits::default(),
+            started: false,
             w,
         };
         let mut batch = std::mem::take(&mut self.batch);
@@ -189,6 +193,11 @@ impl<F: Future<Output = ReadResult>> Conn<F> {
         batch.clear();
         self.batch = batch;
         if let Err(e) = relayed {
+            if !x.started {
+                // A head framed but never written is no response yet.
+                self.wbuf.clear();
+                out.status = 0;
+            }
             // The app learns the request is over, whatever ended it (a dead
             // worker needs no telling).
             if e != ConnError::WorkerDied {
@@ -278,6 +287,9 @@ impl<F: Future<Output = ReadResult>> Conn<F> {
     /// Writes out the response buffer, then reports the body it held to the
     /// worker if a report is due.
     async fn write_out(&mut self, x: &mut Exchange<'_>) -> Result<(), ConnError> {
+        if !self.wbuf.is_empty() && !matches!(x.resp, Resp::NotStarted) {
+            x.started = true;
+        }
         self.flush().await?;
         let c = &mut x.credits;
         c.written += std::mem::take(&mut c.buffered);
@@ -532,6 +544,7 @@ impl<F: Future<Output = ReadResult>> Conn<F> {
         x: &mut Exchange<'_>,
         out: &mut Outcome,
     ) -> Result<(), ConnError> {
+        x.started = true;
         self.flush().await?;
         let file = tokio_uring::fs::File::open(path)
             .await

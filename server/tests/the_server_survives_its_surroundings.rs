@@ -1,0 +1,114 @@
+//! What happens around the server must not stop it: a closed stderr, an
+//! access log nobody reads, a worker writing control messages it has no
+//! business writing.
+
+mod common;
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{get, temp_path, Server};
+
+#[test]
+fn a_closed_stderr_never_stops_the_server() {
+    // stderr is a pipe whose reader is gone: every log line fails (EPIPE).
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for two descriptors.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: both are ours.
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(rd);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringway-server"))
+        .args(["--bench-worker", "echo", "--bind", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(wr))
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    let addr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("http://"))
+        .map(|a| a.trim_end_matches(',').to_owned())
+        .expect("listening line");
+    let request = |path: &str| {
+        let mut c = common::Client::new(std::net::TcpStream::connect(&addr).unwrap());
+        c.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes());
+        c.response(false).map(|r| r.status)
+    };
+    // Each of these logs a line to the dead stderr.
+    assert_eq!(request("/error"), Some(500));
+    assert_eq!(request("/bad-start"), Some(500));
+    assert_eq!(request("/crash"), Some(502));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while request("/") != Some(200) {
+        assert!(Instant::now() < deadline, "no worker came back");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(child.try_wait().unwrap().is_none(), "the server died");
+    // SAFETY: plain syscall.
+    unsafe { libc::kill(child.id() as i32, libc::SIGQUIT) };
+    let _ = child.wait();
+}
+
+#[test]
+fn an_access_log_nobody_reads_does_not_hold_up_requests() {
+    let fifo = temp_path("access.fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    // A reader that opens the FIFO and never reads: once its 64 KiB buffer
+    // fills, every write to it blocks.
+    // SAFETY: a NUL-terminated path.
+    let reader = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    };
+    assert!(reader >= 0);
+    // SAFETY: ours.
+    let reader = unsafe { OwnedFd::from_raw_fd(reader) };
+    let s = Server::start(&[
+        "--bench-worker",
+        "hello",
+        "--access-log",
+        fifo.to_str().unwrap(),
+    ]);
+    let mut c = common::Client::new(s.connect());
+    // Far more log lines than the FIFO holds.
+    for i in 0..10_000 {
+        c.send(
+            b"GET /a-long-path-to-make-the-log-lines-longer-than-usual HTTP/1.1\r\nHost: t\r\n\r\n",
+        );
+        let r = c
+            .response(false)
+            .unwrap_or_else(|| panic!("request {i} got no answer"));
+        assert_eq!(r.status, 200);
+    }
+    drop(reader);
+    s.wait_for_log("lines dropped", 1, 10);
+    let _ = std::fs::remove_file(&fifo);
+}
+
+#[test]
+fn a_worker_cannot_stop_the_server_with_a_control_message() {
+    let s = Server::start(&["--bench-worker", "echo", "--graceful-timeout", "1"]);
+    assert_eq!(get(&s, "/fake-control").status, 200);
+    std::thread::sleep(Duration::from_millis(200));
+    // After a shutdown began, every response would say `connection: close`.
+    let mut c = common::Client::new(s.connect());
+    for _ in 0..20 {
+        c.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+        let r = c.response(false).unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("connection"), None, "the server began a shutdown");
+    }
+    assert!(
+        s.stderr().contains("dropped a 1-byte message"),
+        "{}",
+        s.stderr()
+    );
+}
