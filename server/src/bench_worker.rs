@@ -268,6 +268,10 @@ pub fn run(segment: &str, id: u32, kind: BenchWorker) -> Result<(), String> {
                 continue;
             }
             Ok(_) => {}
+            // Nobody can reach this worker any more: exit, to be replaced.
+            Err(e @ ringway_layer_shm::Error::NoReceiver(_)) => {
+                return Err(format!("its inbox is gone: {e}"))
+            }
             Err(e) => {
                 crate::elog!("ringway worker {id}: inbox: {e}");
                 continue;
@@ -432,6 +436,7 @@ impl Echo {
     /// | `/print?bytes=N` | writes N bytes to stdout first |
     /// | `/grow?mb=N` | leaks N MiB of private memory first |
     /// | `/fake-control` | sends the reactor an untagged "shutdown" |
+    /// | `/flush-layer` | deletes every channel of the layer (a bug) |
     fn handle(&mut self, out: &mut Out, msg: ToWorker<'_>) -> Result<(), String> {
         match msg {
             ToWorker::Request {
@@ -594,6 +599,11 @@ impl Echo {
                             .map_err(|e| e.to_string())?;
                         let _ = out.ep.send_id(id, b"", &out.msg);
                         self.respond(out, route, 200, b"sent")
+                    }
+                    "/flush-layer" => {
+                        out.ep.flush().map_err(|e| e.to_string())?;
+                        out.reactors.clear();
+                        Ok(())
                     }
                     _ => {
                         // Echo: the first chunk rides with the start.

@@ -112,3 +112,24 @@ fn a_worker_cannot_stop_the_server_with_a_control_message() {
         s.stderr()
     );
 }
+
+#[test]
+fn a_reactor_that_lost_its_inbox_stops_the_server_loudly() {
+    // A worker that deletes every channel (the layer's `flush`, meant for
+    // tests) takes the reactors' inboxes with it: a reactor can then never
+    // hear from a worker again. It must not go on accepting requests it can
+    // only answer with 504s.
+    let s = Server::start(&["--bench-worker", "echo", "--reactors", "1"]);
+    let mut c = common::Client::new(s.connect());
+    c.send(b"GET /flush-layer HTTP/1.1\r\nHost: t\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(200));
+    // The next request wakes the reactor, which finds its inbox gone.
+    let _ = std::net::TcpStream::connect(&s.addr)
+        .and_then(|mut c| std::io::Write::write_all(&mut c, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"));
+    let (code, err) = s.wait_with_stderr();
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("reactor 0 cannot go on: its inbox is gone"),
+        "{err}"
+    );
+}

@@ -593,6 +593,9 @@ pub async fn pump(r: Rc<Reactor>) -> String {
                 tokio::task::yield_now().await;
                 continue;
             }
+            // The inbox itself is gone (a worker flushed the layer): this
+            // reactor can never hear from a worker again.
+            Err(e @ LayerError::NoReceiver(_)) => return format!("its inbox is gone: {e}"),
             Err(e) => {
                 // Reported once per kind of failure, not every turn.
                 let text = e.to_string();

@@ -74,9 +74,28 @@ impl Server {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
+    /// [`Server::wait`], and what the server wrote to stderr.
+    pub fn wait_with_stderr(self) -> (i32, String) {
+        let path = self.stderr_path.clone();
+        let keep = temp_path("kept.stderr");
+        let code = {
+            let mut s = self;
+            let c = s.wait_in_place();
+            let _ = std::fs::copy(&path, &keep);
+            c
+        };
+        let text = std::fs::read_to_string(&keep).unwrap_or_default();
+        let _ = std::fs::remove_file(&keep);
+        (code, text)
+    }
+
     /// Waits up to 30 s for the server to exit; returns its exit code.
     /// A server that does not exit fails the test (and is killed on drop).
     pub fn wait(mut self) -> i32 {
+        self.wait_in_place()
+    }
+
+    fn wait_in_place(&mut self) -> i32 {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(st) = self.child.try_wait().unwrap() {
