@@ -365,6 +365,8 @@ struct RequestLine<'a> {
     target: &'a [u8],
     path: &'a [u8],
     query: &'a [u8],
+    /// The authority of an absolute-form target (`host[:port]`).
+    authority: Option<&'a [u8]>,
     version: Version,
 }
 
@@ -393,12 +395,13 @@ fn check_request_line<'a>(
     if method == b"CONNECT" {
         return Err(ProtoError::MethodNotImplemented);
     }
-    let (path, query) = split_target(method, target)?;
+    let (path, query, authority) = split_target(method, target)?;
     Ok(RequestLine {
         method,
         target,
         path,
         query,
+        authority,
         version,
     })
 }
@@ -520,7 +523,11 @@ fn check_target_bytes(target: &[u8]) -> Result<(), ProtoError> {
     Ok(())
 }
 
-/// Splits a request-target into path and query by its form (RFC 9112 §3.2):
+/// A request-target's path, query and (absolute-form only) authority.
+type TargetParts<'a> = (&'a [u8], &'a [u8], Option<&'a [u8]>);
+
+/// Splits a request-target into path, query and (for absolute-form) authority
+/// by its form (RFC 9112 §3.2):
 ///
 /// ```text
 /// request-target = origin-form / absolute-form / authority-form / asterisk-form
@@ -530,15 +537,16 @@ fn check_target_bytes(target: &[u8]) -> Result<(), ProtoError> {
 /// ```
 ///
 /// authority-form is only for CONNECT, refused before this is called.
-fn split_target<'a>(method: &[u8], target: &'a [u8]) -> Result<(&'a [u8], &'a [u8]), ProtoError> {
+fn split_target<'a>(method: &[u8], target: &'a [u8]) -> Result<TargetParts<'a>, ProtoError> {
     if target.starts_with(b"/") {
-        return Ok(split_query(target));
+        let (path, query) = split_query(target);
+        return Ok((path, query, None));
     }
     // RFC 9112 §3.2.4: "The "asterisk" form of request-target is only used
     // for a server-wide OPTIONS request".
     if target == b"*" {
         if method == b"OPTIONS" {
-            return Ok((target, b""));
+            return Ok((target, b"", None));
         }
         return Err(ProtoError::InvalidTarget("* is only allowed with OPTIONS"));
     }
@@ -563,7 +571,7 @@ fn split_target<'a>(method: &[u8], target: &'a [u8]) -> Result<(&'a [u8], &'a [u
     // RFC 9112 §3.2.1: "If the target URI's path component is empty, the
     // client MUST send "/" as the path within the origin-form".
     let path: &[u8] = if path.is_empty() { b"/" } else { path };
-    Ok((path, query))
+    Ok((path, query, Some(authority)))
 }
 
 /// `(path, query)` of `path [ "?" query ]`.
@@ -750,15 +758,32 @@ fn interpret(
     set(&mut head.path, line.path);
     set(&mut head.query, line.query);
     head.version = version;
-    head.headers.truncate(fields.len());
-    for (i, field) in fields.iter().enumerate() {
-        if i == head.headers.len() {
-            head.headers.push((Vec::new(), Vec::new()));
-        }
-        let (name, value) = &mut head.headers[i];
+    // RFC 9112 §3.2.2: "When an origin server receives a request with an
+    // absolute-form of request-target, the origin server MUST ignore the
+    // received Host header field (if any) and instead use the host
+    // information of the request-target." The Host field was still checked
+    // above: §3.2 requires it on HTTP/1.1 and refuses an invalid one, "even
+    // if the request-target is in the absolute-form". The host the
+    // application sees is the target's: it replaces the Host field's value,
+    // or is added as the last field when there was none (HTTP/1.0).
+    let added_host = line.authority.filter(|_| hosts == 0);
+    let count = fields.len() + usize::from(added_host.is_some());
+    head.headers.truncate(count);
+    while head.headers.len() < count {
+        head.headers.push((Vec::new(), Vec::new()));
+    }
+    for (field, (name, value)) in fields.iter().zip(head.headers.iter_mut()) {
         set(name, field.name.as_bytes());
         name.make_ascii_lowercase();
-        set(value, field.value);
+        match line.authority {
+            Some(authority) if name == b"host" => set(value, authority),
+            _ => set(value, field.value),
+        }
+    }
+    if let Some(authority) = added_host {
+        let (name, value) = &mut head.headers[count - 1];
+        set(name, b"host");
+        set(value, authority);
     }
     head.body = body;
     head.keep_alive = keep_alive;
@@ -1771,5 +1796,77 @@ mod tests {
     fn version_is_spelled_as_asgi_wants() {
         assert_eq!(Version::Http10.as_str(), "1.0");
         assert_eq!(Version::Http11.as_str(), "1.1");
+    }
+
+    // --- Absolute-form and Host ---
+
+    #[test]
+    fn absolute_form_target_replaces_the_host_field() {
+        let h = head(
+            b"GET http://example.com:8080/a HTTP/1.1\r\nX-A: 1\r\nHost: other\r\nX-B: 2\r\n\r\n",
+        );
+        let fields: Vec<(&[u8], &[u8])> = h
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_slice(), v.as_slice()))
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                (&b"x-a"[..], &b"1"[..]),
+                (b"host", b"example.com:8080"),
+                (b"x-b", b"2")
+            ]
+        );
+        // Also when the Host field was empty.
+        let h = head(b"GET https://[::1]?q HTTP/1.1\r\nHost:\r\n\r\n");
+        assert_eq!(h.headers, [(b"host".to_vec(), b"[::1]".to_vec())]);
+    }
+
+    #[test]
+    fn absolute_form_target_adds_a_host_field_to_an_http_1_0_request() {
+        let h = head(b"GET http://example.com/a HTTP/1.0\r\nX-A: 1\r\n\r\n");
+        assert_eq!(
+            h.headers,
+            [
+                (b"x-a".to_vec(), b"1".to_vec()),
+                (b"host".to_vec(), b"example.com".to_vec())
+            ]
+        );
+    }
+
+    #[test]
+    fn absolute_form_target_still_needs_one_valid_host_field() {
+        // RFC 9112 §3.2.2: "A client MUST send a Host header field in an
+        // HTTP/1.1 request even if the request-target is in the
+        // absolute-form".
+        assert_eq!(
+            err(b"GET http://a/ HTTP/1.1\r\n\r\n"),
+            ProtoError::MissingHost
+        );
+        assert_eq!(
+            err(b"GET http://a/ HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n"),
+            ProtoError::DuplicateHost
+        );
+        assert_eq!(
+            err(b"GET http://a/ HTTP/1.1\r\nHost: a b\r\n\r\n"),
+            ProtoError::InvalidHost
+        );
+    }
+
+    #[test]
+    fn a_reused_head_gets_the_added_host_field_only_when_due() {
+        let limits = Limits::default();
+        let mut reused = RequestHead::default();
+        let requests: [&[u8]; 3] = [
+            b"GET http://a/ HTTP/1.0\r\nX-A: 1\r\nX-B: 2\r\nX-C: 3\r\n\r\n",
+            b"GET http://b/ HTTP/1.0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: c\r\n\r\n",
+        ];
+        for req in requests {
+            parse_head_into(req, &limits, &mut reused).unwrap().unwrap();
+            assert_eq!(reused.headers, head(req).headers);
+        }
+        assert_eq!(reused.headers, [(b"host".to_vec(), b"c".to_vec())]);
     }
 }
