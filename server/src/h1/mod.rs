@@ -15,9 +15,10 @@
 //! 3. A [`BodyDecoder`] for `head.body` turns the bytes after the head into
 //!    body bytes and stops exactly at the end of the body, so the bytes after
 //!    it are the next pipelined request's head.
-//! 4. [`encode_head`] writes the application's response head and says how the
-//!    body is framed and whether the connection stays open; a
-//!    [`BodyEncoder`] frames the body.
+//! 4. [`encode_informational`] writes any 1xx responses the application sends
+//!    first (none to an HTTP/1.0 client); [`encode_head`] writes the
+//!    application's final response head and says how the body is framed and
+//!    whether the connection stays open; a [`BodyEncoder`] frames the body.
 //!
 //! Any [`ProtoError`] ends the connection: [`status_for`] says which status
 //! to send first (with [`error_response`]) if no response has started.
@@ -31,8 +32,8 @@ pub mod parse;
 
 pub use decode::BodyDecoder;
 pub use encode::{
-    encode_head, error_response, http_date, BodyEncoder, Fields, ResponseFraming, WithField,
-    CONTINUE,
+    encode_head, encode_informational, error_response, http_date, BodyEncoder, Fields,
+    ResponseFraming, WithField, CONTINUE,
 };
 pub use error::{status_for, ProtoError};
 pub use parse::{
