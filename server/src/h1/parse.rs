@@ -81,12 +81,12 @@ pub struct Limits {
     /// (64 KiB by default) together with the first body chunk, and that
     /// message holds the path twice (decoded and raw) and 4 bytes of length
     /// prefixes per field, so it is larger than the head: under the default
-    /// limits it is at most about 38 KiB (`asgi::scope::max_request_scope_len`
-    /// computes the bound), which leaves a quarter of the message for body
-    /// bytes. Without this limit the other limits allow heads of 800 KiB
-    /// (100 fields of 8 KiB). Real heads are far smaller: browsers send 1 to
-    /// 2 KiB, heavy cookies reach 8 to 16 KiB; nginx's default header buffers
-    /// hold 32 KiB too (`large_client_header_buffers 4 8k`).
+    /// limits it is at most 37,268 bytes (`asgi::scope::max_request_scope_len`
+    /// computes the bound), which leaves over 27 KiB of the message for the
+    /// first body bytes. Without this limit the other limits allow heads of
+    /// 800 KiB (100 fields of 8 KiB). Real heads are far smaller: browsers
+    /// send 1 to 2 KiB, heavy cookies reach 8 to 16 KiB; nginx's default
+    /// header buffers hold 32 KiB too (`large_client_header_buffers 4 8k`).
     pub request_head: usize,
     /// Largest request body in bytes; default `u64::MAX` (no limit).
     pub max_body: u64,
