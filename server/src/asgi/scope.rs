@@ -127,7 +127,8 @@ fn header<'a>(head: &'a RequestHead, name: &[u8]) -> Option<&'a [u8]> {
 }
 
 /// Writes the first message of a request (`http.request` with its scope, in
-/// the order of the grammar in `wire.rs`) for `head` on a connection.
+/// the order of the grammar in `wire.rs`) for `head` on a connection:
+/// [`encode_request_scope`] then [`finish_request`].
 #[allow(clippy::too_many_arguments)] // The scope has this many sources.
 pub fn encode_request(
     out: &mut Vec<u8>,
@@ -138,6 +139,23 @@ pub fn encode_request(
     allow: &ForwardedAllow,
     body: &[u8],
     more_body: bool,
+) {
+    encode_request_scope(out, route, head, conn, root_path, allow);
+    finish_request(out, body, more_body);
+}
+
+/// Writes the `http.request` message for `head` up to its first body chunk
+/// (its `more_body` flag is written as `false`): `out.len()` is then the
+/// message's length without body bytes, at most [`max_request_scope_len`],
+/// so the caller can size the chunk to what the layer's message holds
+/// beside it, and add it with [`finish_request`].
+pub fn encode_request_scope(
+    out: &mut Vec<u8>,
+    route: Route,
+    head: &RequestHead,
+    conn: &ConnInfo,
+    root_path: &str,
+    allow: &ForwardedAllow,
 ) {
     let mut client = conn.peer.map(|a| (conn.peer_host.as_str(), a.port()));
     let mut https = false;
@@ -189,7 +207,17 @@ pub fn encode_request(
     put::headers(out, head.headers.iter().map(|(k, v)| (&k[..], &v[..])));
     put::addr(out, client);
     put::addr(out, server);
-    out.push(u8::from(more_body));
+    out.push(u8::from(false));
+}
+
+/// Ends the message [`encode_request_scope`] just wrote to `out` with the
+/// first body chunk: sets its `more_body` flag (the last byte written) and
+/// appends `body`.
+pub fn finish_request(out: &mut Vec<u8>, body: &[u8], more_body: bool) {
+    let flag = out
+        .last_mut()
+        .expect("encode_request_scope wrote the message");
+    *flag = u8::from(more_body);
     out.extend_from_slice(body);
 }
 
@@ -199,8 +227,9 @@ pub fn encode_request(
 /// `root_path` of `root_path_len` bytes.
 ///
 /// The connection sizes the first body chunk as the layer's largest message
-/// less the encoded message's length, and the layer's largest message must
-/// be at least this bound, or some valid requests could not be sent. Under
+/// less the encoded message's length (`out.len()` after
+/// [`encode_request_scope`]), and the layer's largest message must be at
+/// least this bound, or some valid requests could not be sent. Under
 /// the default [`Limits`] and an empty root path it is 37,268 bytes, and a
 /// head that fills those limits reaches it.
 ///
@@ -365,6 +394,29 @@ mod tests {
                 (b"x-a".to_vec(), b"2".to_vec()),
             ]
         );
+    }
+
+    #[test]
+    fn a_request_written_in_two_steps_is_the_same_message() {
+        let h = head(&[("host", "example"), ("x-a", "1")]);
+        let allow = ForwardedAllow::None;
+        let c = conn(&allow);
+        let mut whole = Vec::new();
+        encode_request(&mut whole, ROUTE, &h, &c, "/app", &allow, b"", false);
+        let mut steps = Vec::new();
+        encode_request_scope(&mut steps, ROUTE, &h, &c, "/app", &allow);
+        // The length without body bytes, then the chunk it leaves room for.
+        assert_eq!(steps.len(), whole.len());
+        finish_request(&mut steps, b"hello", true);
+        encode_request(&mut whole, ROUTE, &h, &c, "/app", &allow, b"hello", true);
+        assert_eq!(steps, whole);
+        let ToWorker::Request {
+            body, more_body, ..
+        } = decode_to_worker(&steps).unwrap()
+        else {
+            panic!("not a request")
+        };
+        assert_eq!((body, more_body), (&b"hello"[..], true));
     }
 
     #[test]
