@@ -305,8 +305,11 @@ impl HeadParser {
         if buf.len() < self.scanned {
             self.reset();
         }
-        // No byte past the head limit is looked at: a head that has not
-        // ended within it is refused, whatever those bytes hold.
+        // RFC 9110 §5.4: "A server that receives a request header field
+        // line, field value, or set of fields larger than it wishes to
+        // process MUST respond with an appropriate 4xx (Client Error) status
+        // code." No byte past the head limit is looked at: a head that has
+        // not ended within it is refused, whatever those bytes hold.
         let within = &buf[..buf.len().min(limits.request_head)];
         let Some(end) = self.scan(within, limits)? else {
             if buf.len() > limits.request_head {
