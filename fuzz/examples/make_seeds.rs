@@ -128,9 +128,28 @@ fn main() {
             b"GET http://a/x%20y?z HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
         ),
         ("partial", b"GET /partial HTTP/1.1\r\nHost: a\r\nX-Long: aaaa"),
+        (
+            "absolute-form-http10",
+            b"GET http://a:8080/x HTTP/1.0\r\nX-A: 1\r\n\r\n",
+        ),
+        (
+            "empty-lines-first",
+            b"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        ),
+        ("tls-client-hello", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"),
     ] {
         write(&heads, name, req);
     }
+    // A head of 90 fields of 400 bytes: each within its limit, the head
+    // past the 32 KiB total (431).
+    let mut big = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
+    for i in 0..90 {
+        big.extend_from_slice(format!("x-{i:02}: ").as_bytes());
+        big.extend(std::iter::repeat_n(b'v', 392));
+        big.extend_from_slice(b"\r\n");
+    }
+    big.extend_from_slice(b"\r\n");
+    write(&heads, "head-over-32k", &big);
 
     // First byte: where the body is split in two.
     let chunked = root.join("chunked_body");

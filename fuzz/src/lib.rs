@@ -105,12 +105,19 @@ pub fn segment_header(input: &[u8]) {
 /// A request head from a client. Parsing must not panic; a parsed head must
 /// be a prefix of the input that parses the same on its own (nothing after a
 /// head changes it); a refused head must map to a client-error status (or
-/// 501/505), never to 500 or to no answer.
+/// 501/505), never to 500 or to no answer. A [`HeadParser`] fed the input a
+/// byte at a time, or in two reads split where the first byte says, must
+/// give the same result as parsing it whole, and examine at most five times
+/// as many bytes as it was fed (linear work, however the head arrives).
+///
+/// [`HeadParser`]: ringway_server::h1::HeadParser
 pub fn request_head(input: &[u8]) {
-    use ringway_server::h1::{parse_head, status_for, Limits};
+    use ringway_server::h1::{parse_head, status_for, HeadParser, Limits, RequestHead};
     let limits = Limits::default();
-    match parse_head(input, &limits) {
+    let whole = parse_head(input, &limits);
+    match &whole {
         Ok(Some((head, n))) => {
+            let n = *n;
             assert!(n > 0 && n <= input.len(), "consumed {n} of {}", input.len());
             let (alone, m) = parse_head(&input[..n], &limits)
                 .expect("a parsed head parses on its own")
@@ -119,11 +126,40 @@ pub fn request_head(input: &[u8]) {
             assert_eq!(format!("{alone:?}"), format!("{head:?}"));
         }
         Ok(None) => {}
-        Err(e) => match status_for(&e) {
+        Err(e) => match status_for(e) {
             Some(s) if (400..500).contains(&s) || s == 501 || s == 505 => {}
             other => panic!("{e:?} maps to {other:?}"),
         },
     }
+    let whole = format!("{whole:?}");
+    // Feeds `input` in reads ending at `ends` (the last at the input's end).
+    let feed = |ends: &mut dyn Iterator<Item = usize>| {
+        let mut parser = HeadParser::new();
+        let mut head = RequestHead::default();
+        let mut fed = 0;
+        let mut result = Ok(None);
+        for end in ends {
+            fed = end;
+            result = parser.parse(&input[..end], &limits, &mut head);
+            if !matches!(result, Ok(None)) {
+                break;
+            }
+        }
+        assert!(
+            parser.work() <= 5 * fed as u64,
+            "{} bytes examined for {fed} fed",
+            parser.work()
+        );
+        format!("{:?}", result.map(|r| r.map(|n| (head, n))))
+    };
+    let dribbled = feed(&mut (0..=input.len()));
+    assert_eq!(whole, dribbled, "fed whole and fed byte by byte");
+    let split = usize::from(input.first().copied().unwrap_or(0)).min(input.len());
+    let halves = feed(&mut [split, input.len()].into_iter());
+    assert_eq!(
+        whole, halves,
+        "fed whole and fed in two reads split at {split}"
+    );
 }
 
 /// A chunked request body, fed to the decoder in two pieces split where the

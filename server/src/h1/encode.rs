@@ -1,7 +1,8 @@
 //! Responses: [`encode_head`] writes the status line and header section and
-//! decides the body framing (RFC 9112 §4, §6, RFC 9110 §8.6); [`BodyEncoder`]
-//! frames the body; [`error_response`] and [`CONTINUE`] are canned responses;
-//! [`http_date`] formats the Date header.
+//! decides the body framing (RFC 9112 §4, §6, RFC 9110 §8.6);
+//! [`encode_informational`] writes the application's 1xx responses;
+//! [`BodyEncoder`] frames the body; [`error_response`] and [`CONTINUE`] are
+//! canned responses; [`http_date`] formats the Date header.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -181,6 +182,71 @@ pub fn encode_head(
     }
     out.extend_from_slice(b"\r\n");
     Ok((framing, stays_open))
+}
+
+/// Writes an interim (1xx) response the application sent before its final
+/// one, such as 103 (Early Hints): the status line, the application's header
+/// fields and the empty line. Returns whether it wrote anything.
+///
+/// RFC 9110 §15.2: "Since HTTP/1.0 did not define any 1xx status codes, a
+/// server MUST NOT send a 1xx response to an HTTP/1.0 client." For an
+/// HTTP/1.0 request (`version`) nothing is written and `Ok(false)` returned:
+/// the caller drops the interim response and waits for the final one.
+///
+/// - `status` must be in `100..=199` and not 101 (RFC 9110 §15.2.2: 101
+///   switches "the application protocol being used on this connection",
+///   which the server does itself, for a WebSocket upgrade). Any other
+///   status is an error ([`ProtoError::BadResponse`]) naming it; a final
+///   status goes to [`encode_head`].
+/// - `headers` are validated as [`encode_head`] validates them (whatever the
+///   version, so an application's mistake does not depend on its client).
+///   RFC 9110 §15.2: "A 1xx response is terminated by the end of the header
+///   section; it cannot contain content or trailers", so the framing fields
+///   are dropped: RFC 9110 §8.6: "A server MUST NOT send a Content-Length
+///   header field in any response with a status code of 1xx
+///   (Informational)"; RFC 9112 §6.1: "A server MUST NOT send a
+///   Transfer-Encoding header field in any response with a status code of
+///   1xx (Informational)". Nothing is added: `date`, `server` and
+///   `connection` belong to the final response.
+///
+/// On error nothing has been written.
+pub fn encode_informational(
+    out: &mut Vec<u8>,
+    version: Version,
+    status: u16,
+    headers: &(impl Fields + ?Sized),
+) -> Result<bool, ProtoError> {
+    match status {
+        101 => {
+            return Err(ProtoError::BadResponse(
+                "101 Switching Protocols is only sent by the server for a WebSocket upgrade".into(),
+            ))
+        }
+        100..=199 => {}
+        _ => {
+            return Err(ProtoError::BadResponse(format!(
+                "status {status} is not an informational (1xx) status"
+            )))
+        }
+    }
+    inspect_headers(headers)?;
+    if version == Version::Http10 {
+        return Ok(false);
+    }
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_decimal(out, u64::from(status));
+    out.push(b' ');
+    out.extend_from_slice(reason_phrase(status).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in headers.fields() {
+        if !name.eq_ignore_ascii_case(b"content-length")
+            && !name.eq_ignore_ascii_case(b"transfer-encoding")
+        {
+            push_field(out, name, value);
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(true)
 }
 
 /// What [`encode_head`] needs to know about the application's headers.
@@ -597,6 +663,120 @@ mod tests {
         .unwrap_err();
         assert!(out.is_empty(), "nothing is written on error");
         e
+    }
+
+    // --- Informational responses ---
+
+    /// Encodes an interim response; returns what was written and the result.
+    fn interim(
+        version: Version,
+        status: u16,
+        headers: &[(&str, &str)],
+    ) -> (Vec<u8>, Result<bool, ProtoError>) {
+        let mut out = Vec::new();
+        let r = encode_informational(&mut out, version, status, &h(headers));
+        (out, r)
+    }
+
+    #[test]
+    fn early_hints_are_written_with_the_applications_fields() {
+        let (out, r) = interim(
+            Version::Http11,
+            103,
+            &[
+                ("Link", "</style.css>; rel=preload; as=style"),
+                ("link", "</app.js>; rel=preload; as=script"),
+            ],
+        );
+        assert_eq!(r, Ok(true));
+        assert_eq!(
+            out,
+            b"HTTP/1.1 103 Early Hints\r\n\
+Link: </style.css>; rel=preload; as=style\r\n\
+link: </app.js>; rel=preload; as=script\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn an_applications_100_continue_is_the_canned_one() {
+        assert_eq!(
+            interim(Version::Http11, 100, &[]),
+            (CONTINUE.to_vec(), Ok(true))
+        );
+        // An unregistered 1xx has an empty reason phrase.
+        assert_eq!(
+            interim(Version::Http11, 199, &[("x-a", "1")]),
+            (b"HTTP/1.1 199 \r\nx-a: 1\r\n\r\n".to_vec(), Ok(true))
+        );
+    }
+
+    #[test]
+    fn interim_responses_carry_no_framing_fields() {
+        let (out, r) = interim(
+            Version::Http11,
+            103,
+            &[
+                ("Content-Length", "5"),
+                ("link", "</a>"),
+                ("Transfer-Encoding", "chunked"),
+            ],
+        );
+        assert_eq!(r, Ok(true));
+        assert_eq!(out, b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n");
+    }
+
+    #[test]
+    fn no_interim_response_is_sent_to_an_http_1_0_client() {
+        assert_eq!(
+            interim(Version::Http10, 103, &[("link", "</a>")]),
+            (Vec::new(), Ok(false))
+        );
+        assert_eq!(interim(Version::Http10, 100, &[]), (Vec::new(), Ok(false)));
+    }
+
+    #[test]
+    fn switching_protocols_is_not_the_applications_to_send() {
+        let (out, r) = interim(Version::Http11, 101, &[("upgrade", "websocket")]);
+        assert!(out.is_empty());
+        assert_eq!(
+            r,
+            Err(ProtoError::BadResponse(
+                "101 Switching Protocols is only sent by the server for a WebSocket upgrade".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn a_final_status_is_not_an_interim_response() {
+        for status in [0, 99, 200, 204, 404, 1000] {
+            let (out, r) = interim(Version::Http11, status, &[]);
+            assert!(out.is_empty());
+            assert_eq!(
+                r,
+                Err(ProtoError::BadResponse(format!(
+                    "status {status} is not an informational (1xx) status"
+                )))
+            );
+        }
+    }
+
+    #[test]
+    fn interim_response_fields_are_validated_like_final_ones() {
+        for version in [Version::Http11, Version::Http10] {
+            for fields in [
+                &[("bad name", "v")][..],
+                &[("x-a", "v\r\nx-b: smuggled")],
+                &[("x-a", "v\0")],
+                &[("content-length", "five")],
+            ] {
+                let (out, r) = interim(version, 103, fields);
+                assert!(out.is_empty(), "{fields:?}");
+                assert!(
+                    matches!(r, Err(ProtoError::BadResponse(_))),
+                    "{fields:?}: {r:?}"
+                );
+            }
+        }
     }
 
     // --- Framing ---

@@ -35,6 +35,9 @@ pub enum ProtoError {
     UnsupportedVersion,
 
     // --- Header section ---
+    /// The head (empty lines before the request line, request line, field
+    /// lines and their CRLFs) is longer than `Limits::request_head`.
+    HeadTooLarge,
     /// More header (or trailer) fields than `Limits::request_fields`.
     TooManyHeaders,
     /// A header (or trailer) line longer than `Limits::request_field_size`.
@@ -114,6 +117,7 @@ impl fmt::Display for ProtoError {
             InvalidTarget(why) => write!(f, "invalid request-target: {why}"),
             MalformedVersion => f.write_str("HTTP version is not `HTTP/DIGIT.DIGIT`"),
             UnsupportedVersion => f.write_str("HTTP version other than 1.0 or 1.1"),
+            HeadTooLarge => f.write_str("request head longer than the head size limit"),
             TooManyHeaders => f.write_str("more header fields than --limit-request-fields"),
             HeaderTooLarge => f.write_str("header field longer than --limit-request-field-size"),
             ObsFold => f.write_str("field line starts with whitespace (obs-fold)"),
@@ -165,9 +169,11 @@ pub fn status_for(e: &ProtoError) -> Option<u16> {
         // any URI it wishes to parse MUST respond with a 414 (URI Too Long)".
         RequestLineTooLong => 414,
         // RFC 6585 §5: 431 "the server is unwilling to process the request
-        // because its header fields are too large"; a trailer section is a
-        // header section too.
-        TooManyHeaders | HeaderTooLarge => 431,
+        // because its header fields are too large" [...] "It can be used
+        // both when the set of request header fields in total is too large,
+        // and when a single header field is at fault." A trailer section is
+        // a header section too.
+        HeadTooLarge | TooManyHeaders | HeaderTooLarge => 431,
         // RFC 9110 §15.5.14: 413 "the request content is larger than the
         // server is willing or able to process".
         BodyTooLarge => 413,
@@ -225,6 +231,7 @@ mod tests {
     #[test]
     fn limits_map_to_their_own_statuses() {
         assert_eq!(status_for(&ProtoError::RequestLineTooLong), Some(414));
+        assert_eq!(status_for(&ProtoError::HeadTooLarge), Some(431));
         assert_eq!(status_for(&ProtoError::TooManyHeaders), Some(431));
         assert_eq!(status_for(&ProtoError::HeaderTooLarge), Some(431));
         assert_eq!(status_for(&ProtoError::BodyTooLarge), Some(413));

@@ -2,17 +2,23 @@
 //!
 //! The connection code drives one request at a time through these pieces:
 //!
-//! 1. [`parse_head`] on the bytes read so far: `Ok(None)` means read more;
-//!    `Ok(Some((head, n)))` gives the [`RequestHead`] and how many bytes it
-//!    took. httparse tokenizes the head behind a strict pre-scan of line
-//!    endings and limits; [`parse`] says what each adds.
+//! 1. A [`HeadParser`], kept for the connection's life, on all unconsumed
+//!    input after every read: `Ok(None)` means read more (and call again
+//!    with the grown input); `Ok(Some(n))` means the [`RequestHead`] it
+//!    filled in took the first `n` bytes, and the parser has reset itself for
+//!    the next head. It remembers how far it got, so each byte of a head is
+//!    examined a bounded number of times however the head arrives; it
+//!    refuses what breaks the [`Limits`] (the whole head's size included) or
+//!    the grammar as soon as the offending bytes arrive. [`parse_head`] is
+//!    the same parser used once on a complete buffer. [`parse`] says how.
 //! 2. If `head.expect_continue`, write [`CONTINUE`] before reading the body.
 //! 3. A [`BodyDecoder`] for `head.body` turns the bytes after the head into
 //!    body bytes and stops exactly at the end of the body, so the bytes after
 //!    it are the next pipelined request's head.
-//! 4. [`encode_head`] writes the application's response head and says how the
-//!    body is framed and whether the connection stays open; a
-//!    [`BodyEncoder`] frames the body.
+//! 4. [`encode_informational`] writes any 1xx responses the application sends
+//!    first (none to an HTTP/1.0 client); [`encode_head`] writes the
+//!    application's final response head and says how the body is framed and
+//!    whether the connection stays open; a [`BodyEncoder`] frames the body.
 //!
 //! Any [`ProtoError`] ends the connection: [`status_for`] says which status
 //! to send first (with [`error_response`]) if no response has started.
@@ -26,11 +32,13 @@ pub mod parse;
 
 pub use decode::BodyDecoder;
 pub use encode::{
-    encode_head, error_response, http_date, BodyEncoder, Fields, ResponseFraming, WithField,
-    CONTINUE,
+    encode_head, encode_informational, error_response, http_date, BodyEncoder, Fields,
+    ResponseFraming, WithField, CONTINUE,
 };
 pub use error::{status_for, ProtoError};
-pub use parse::{parse_head, parse_head_into, BodyFraming, Limits, RequestHead, Version};
+pub use parse::{
+    parse_head, parse_head_into, BodyFraming, HeadParser, Limits, RequestHead, Version,
+};
 
 #[cfg(test)]
 mod tests {
@@ -111,6 +119,38 @@ PUT /d HTTP/1.1\r\nHost: x\r\nContent-Length: 15\r\n\r\nGET /e HTTP/1.1";
             }
             assert_eq!(got, whole, "split {split}");
         }
+    }
+
+    #[test]
+    fn pipelined_requests_dribbled_byte_by_byte_parse_with_one_head_parser() {
+        // As the connection reads them: one parser for the connection, the
+        // input growing by a byte per read, consumed head by head.
+        let limits = Limits::default();
+        let mut parser = HeadParser::new();
+        let mut head = RequestHead::default();
+        let mut input = Vec::new();
+        let mut got = Vec::new();
+        let mut body: Option<(BodyDecoder, Vec<u8>)> = None;
+        for &b in PIPELINE {
+            input.push(b);
+            if let Some((decoder, bytes)) = &mut body {
+                let n = decoder.decode(&input, bytes).unwrap();
+                input.drain(..n);
+                if decoder.is_done() {
+                    let (_, bytes) = body.take().unwrap();
+                    got.push((head.method.clone(), head.path.clone(), bytes));
+                }
+            } else if let Some(n) = parser.parse(&input, &limits, &mut head).unwrap() {
+                input.drain(..n);
+                let decoder = BodyDecoder::with_limits(head.body, &limits);
+                if decoder.is_done() {
+                    got.push((head.method.clone(), head.path.clone(), Vec::new()));
+                } else {
+                    body = Some((decoder, Vec::new()));
+                }
+            }
+        }
+        assert_eq!(got, read_all(PIPELINE));
     }
 
     #[test]

@@ -2,44 +2,55 @@
 //! parsed from a byte buffer into a [`RequestHead`] that says how the body is
 //! framed and whether the connection stays open.
 //!
-//! [`parse_head`] works in three steps:
+//! [`HeadParser`] reads a head incrementally. The connection calls
+//! [`HeadParser::parse`] with all unconsumed input after every socket read;
+//! the parser remembers how far it got (where the request line starts and
+//! ends, where the line being read starts, how far into that line it has
+//! looked, how many field lines there were) and examines only what is new,
+//! so a head costs time linear in its length however it is split into reads
+//! (a head sent one byte at a time too). It works in three steps:
 //!
-//! 1. A strict pre-scan (`scan_head`) walks the head line by line with
-//!    `grammar::find_crlf`: it skips empty lines before the request line,
-//!    requires every line to end in CRLF, enforces the [`Limits`] on the
-//!    request line, on each field line and on the number of fields (also on a
-//!    line whose CRLF has not arrived yet), and finds where the head ends.
-//! 2. [`httparse`] tokenizes the lines the pre-scan passed: method, target,
-//!    version and each field's name and value, each checked against its
-//!    character class (`tchar` for method and field names, visible bytes for
-//!    the target, `field-vchar`, SP and HTAB for values; a line starting with
-//!    whitespace or with whitespace before its colon is refused).
-//! 3. Semantic checks on those pieces: target form and bytes, CONNECT, Host,
+//! 1. As bytes arrive, a strict scan walks the head line by line: it skips
+//!    empty lines before the request line, requires every line to end in
+//!    CRLF (a bare LF or bare CR is refused at once), and enforces the
+//!    [`Limits`] on the whole head, on the request line, on each field line
+//!    and on the number of fields, also on a line whose CRLF has not arrived
+//!    yet. The method's bytes are checked as they come, so a TLS handshake or
+//!    other binary sent to this port is refused at its first byte.
+//! 2. When a line completes it is checked once, in full: the request line by
+//!    [`httparse`] and the grammar (method, target form and bytes, version,
+//!    CONNECT), each field line by the grammar's field-line rule (`tchar`
+//!    name, no whitespace before the colon or at the start of the line,
+//!    `field-vchar`, SP and HTAB in the value), which refuses exactly the
+//!    lines httparse refuses, with a more specific [`ProtoError`].
+//! 3. When the empty line ending the head arrives, [`httparse`] tokenizes the
+//!    whole head once, and the semantic checks run on its pieces: Host,
 //!    Content-Length and Transfer-Encoding framing, Expect and persistence.
 //!
 //! httparse alone is not enough, for three reasons. It accepts a bare LF as a
 //! line ending (RFC 9112 §2.2 lets a recipient do so, but a peer that disagrees
 //! about where a line ends is how requests get smuggled past a proxy), so the
-//! pre-scan refuses bare LF and bare CR before httparse sees a byte. It cannot
+//! scan refuses bare LF and bare CR before httparse sees a byte. It cannot
 //! report the length of an unfinished line (it only says "partial"), so a
 //! client could make us buffer an endless request line or field line; the
-//! pre-scan answers those with 414 and 431 as soon as a line passes its limit.
+//! scan answers those with 414 and 431 as soon as a line passes its limit.
 //! And its errors name the rule that failed but not where ("invalid token"
 //! covers the method, a doubled space and a bad target byte alike), so when it
-//! refuses a line that line is examined again with the grammar rules to find
-//! the specific [`ProtoError`] (a bad method or a doubled space, 505 or 400
-//! for the version, obs-fold or whitespace before the colon, ...).
+//! refuses the request line that line is examined again with the grammar rules
+//! to find the specific [`ProtoError`] (a bad method or a doubled space, 505 or
+//! 400 for the version, ...).
 //!
-//! Errors come in the order of the bytes: whatever is wrong with an earlier
-//! line is reported before what is wrong with a later one, whichever step
-//! finds it, and the request line is checked in full (target form included)
-//! before any field line.
+//! Errors come in the order of the bytes: the error reported is the one whose
+//! byte arrives first, a line's syntax counting as arriving with its CRLF. So
+//! the result does not depend on how the input was split into reads: a head
+//! fed whole and fed one byte at a time gives the same head or the same
+//! error. Within the request line, a bad method byte is refused when it
+//! arrives, before anything later on the line; the rest of the line is
+//! checked when its CRLF arrives, before any field line.
 //!
-//! [`parse_head`] keeps no state between calls: it is called again on the
-//! whole buffer when more bytes arrive, and re-scans it (linear in the
-//! buffered head, which the [`Limits`] bound). Lines complete so far are
-//! validated on every call, so garbage is refused as soon as it arrives
-//! instead of when the head ends.
+//! [`parse_head`] and [`parse_head_into`] are the same parser used once on a
+//! complete buffer, for callers that keep no state between reads (re-parsing
+//! a growing head with them costs time quadratic in its length).
 
 use super::error::ProtoError;
 use super::grammar::{
@@ -61,6 +72,22 @@ pub struct Limits {
     /// Longest header (or trailer) line in bytes, without its CRLF:
     /// `--limit-request-field-size`, default 8190.
     pub request_field_size: usize,
+    /// Longest request head in bytes: the empty lines before the request
+    /// line, the request line, the field lines, every CRLF and the empty line
+    /// that ends the head. A longer head is refused with 431
+    /// ([`ProtoError::HeadTooLarge`]) as soon as its bytes pass the limit.
+    ///
+    /// Default 32 KiB. The head becomes one `http.request` layer message
+    /// (64 KiB by default) together with the first body chunk, and that
+    /// message holds the path twice (decoded and raw) and 4 bytes of length
+    /// prefixes per field, so it is larger than the head: under the default
+    /// limits it is at most 37,268 bytes (`asgi::scope::max_request_scope_len`
+    /// computes the bound), which leaves over 27 KiB of the message for the
+    /// first body bytes. Without this limit the other limits allow heads of
+    /// 800 KiB (100 fields of 8 KiB). Real heads are far smaller: browsers
+    /// send 1 to 2 KiB, heavy cookies reach 8 to 16 KiB; nginx's default
+    /// header buffers hold 32 KiB too (`large_client_header_buffers 4 8k`).
+    pub request_head: usize,
     /// Largest request body in bytes; default `u64::MAX` (no limit).
     pub max_body: u64,
 }
@@ -71,6 +98,7 @@ impl Default for Limits {
             request_line: 4094,
             request_fields: 100,
             request_field_size: 8190,
+            request_head: 32 * 1024,
             max_body: u64::MAX,
         }
     }
@@ -161,6 +189,9 @@ impl Default for RequestHead {
 ///
 /// Errors are final: send [`super::status_for`] and close. Limits are checked
 /// on incomplete lines too, so a client cannot make us buffer an endless line.
+///
+/// This looks at all of `buf` on every call; a connection reading a head in
+/// pieces uses a [`HeadParser`], which looks at each byte once.
 pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<(RequestHead, usize)>, ProtoError> {
     let mut head = RequestHead::default();
     Ok(parse_head_into(buf, limits, &mut head)?.map(|n| (head, n)))
@@ -175,189 +206,310 @@ pub fn parse_head_into(
     limits: &Limits,
     head: &mut RequestHead,
 ) -> Result<Option<usize>, ProtoError> {
-    let scan = scan_head(buf, limits);
-    let Some(line_end) = scan.line_end else {
-        // Nothing for httparse yet: the request line is incomplete, or the
-        // pre-scan refused it.
-        return scan.stop.need_more_or_refuse();
-    };
+    HeadParser::new().parse(buf, limits, head)
+}
 
-    // One slot per field line the pre-scan passed, so httparse never runs out
-    // (its `TooManyHeaders` would lose the 431's place in the byte order).
-    // Most requests fit on the stack.
-    let mut inline = [httparse::EMPTY_HEADER; INLINE_FIELDS];
-    let mut spilled;
-    let slots: &mut [httparse::Header<'_>] = if scan.fields <= INLINE_FIELDS {
-        &mut inline[..scan.fields]
-    } else {
-        spilled = vec![httparse::EMPTY_HEADER; scan.fields];
-        &mut spilled
-    };
-    let mut request = httparse::Request::new(slots);
-    // Only the lines the pre-scan passed: all complete, all CRLF-terminated.
-    let parsed = request.parse(&buf[..scan.clean]);
+/// Reads request heads incrementally, looking at each byte of a head a
+/// bounded number of times however the head is split into reads.
+///
+/// A connection keeps one for its life and, after every read, calls
+/// [`HeadParser::parse`] with all its unconsumed input. Between calls the
+/// input may only grow (bytes appended at the end, none consumed or
+/// changed) until `parse` returns `Ok(Some(n))`; the parser then resets
+/// itself, and the caller consumes the `n` bytes of the head and goes on
+/// with the body. The next call starts the next head at the start of the
+/// (new) unconsumed input. An error is final: the caller answers and closes
+/// (calling again with the same input returns the same error).
+///
+/// ```
+/// use ringway_server::h1::{HeadParser, Limits, RequestHead};
+///
+/// let (limits, mut parser, mut head) = (Limits::default(), HeadParser::new(), RequestHead::default());
+/// let mut input = b"GET /a HTTP/1.1\r\nHo".to_vec();
+/// assert_eq!(parser.parse(&input, &limits, &mut head), Ok(None));
+/// input.extend_from_slice(b"st: x\r\n\r\nbody");
+/// assert_eq!(parser.parse(&input, &limits, &mut head), Ok(Some(28)));
+/// assert_eq!(head.path, b"/a");
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct HeadParser {
+    /// Where the request line starts: after the empty lines skipped before
+    /// it. Only advances while `line_end` is `None`.
+    line_start: usize,
+    /// Where the request line's CRLF starts, once the request line has
+    /// arrived and passed its checks; the lines after it are field lines.
+    line_end: Option<usize>,
+    /// Where the line being read starts; every line before it is complete
+    /// and passed its checks. In `line_start ..= scanned`; equal to
+    /// `line_start` while the request line is being read.
+    pos: usize,
+    /// How far the line being read has been looked at: `pos..scanned` holds
+    /// no CR or LF. A CR whose LF has not arrived is not counted as looked
+    /// at, so it is looked at again with the next byte.
+    scanned: usize,
+    /// Field lines before `pos`.
+    fields: usize,
+    /// A SP has ended the method, so the request line's further bytes are
+    /// no longer checked as `tchar`s when they arrive.
+    method_done: bool,
+    /// Bytes examined since the parser was made (see [`HeadParser::work`]).
+    work: u64,
+}
 
-    let request_line = &buf[scan.line_start..line_end];
-    if let Err(e) = parsed {
-        if in_request_line(e) {
-            return Err(request_line_error(request_line, e));
+impl HeadParser {
+    /// A parser waiting for the first byte of a head.
+    pub fn new() -> Self {
+        HeadParser::default()
+    }
+
+    /// Forgets the head read so far: the next call starts a head at the
+    /// start of its input. [`HeadParser::parse`] does this itself when it
+    /// returns a head; call it only when dropping input another way.
+    pub fn reset(&mut self) {
+        *self = HeadParser {
+            work: self.work,
+            ..HeadParser::default()
+        };
+    }
+
+    /// How many bytes this parser has examined since it was made, all heads
+    /// together: each byte its scan looked at (a CR waiting for its LF
+    /// counts again when the LF arrives), each byte of a line checked when
+    /// the line completed, and each byte httparse tokenized at the end of a
+    /// head. For tests and fuzzing: it stays a small multiple of the input
+    /// however the input is split into reads.
+    pub fn work(&self) -> u64 {
+        self.work
+    }
+
+    /// Parses the head at the start of `buf`, all the unconsumed input
+    /// (see the type's docs for what may change between calls).
+    ///
+    /// `Ok(None)`: the head is not complete yet; call again when more bytes
+    /// have been appended. `Ok(Some(n))`: the first `n` bytes of `buf` were
+    /// the head, any empty lines before it included, and `head` holds it
+    /// (reusing its allocations); the body, framed by `head.body`, starts at
+    /// `buf[n]`, and the parser has reset itself for the next head.
+    ///
+    /// Errors are final: send [`super::status_for`] and close.
+    pub fn parse(
+        &mut self,
+        buf: &[u8],
+        limits: &Limits,
+        head: &mut RequestHead,
+    ) -> Result<Option<usize>, ProtoError> {
+        debug_assert!(
+            buf.len() >= self.scanned,
+            "the input shrank between calls: reset the parser when consuming input"
+        );
+        if buf.len() < self.scanned {
+            self.reset();
+        }
+        // RFC 9110 §5.4: "A server that receives a request header field
+        // line, field value, or set of fields larger than it wishes to
+        // process MUST respond with an appropriate 4xx (Client Error) status
+        // code." No byte past the head limit is looked at: a head that has
+        // not ended within it is refused, whatever those bytes hold.
+        let within = &buf[..buf.len().min(limits.request_head)];
+        let Some(end) = self.scan(within, limits)? else {
+            if buf.len() > limits.request_head {
+                return Err(ProtoError::HeadTooLarge);
+            }
+            return Ok(None);
+        };
+        let result = self.finish(&buf[..end], limits, head);
+        self.reset();
+        result.map(|()| Some(end))
+    }
+
+    /// Looks at the bytes of `buf` not looked at yet, line by line, checking
+    /// each line when it completes. Returns the head's length once the empty
+    /// line ending it has arrived.
+    ///
+    /// On error the state still points at the offending line, so the same
+    /// input gives the same error again.
+    fn scan(&mut self, buf: &[u8], limits: &Limits) -> Result<Option<usize>, ProtoError> {
+        loop {
+            let from = self.scanned;
+            let found = buf[from..].iter().position(|&b| b == b'\r' || b == b'\n');
+            // The new bytes of the line, before its CR or LF (if that came).
+            let content_end = found.map_or(buf.len(), |at| from + at);
+            self.work += (content_end - from) as u64 + u64::from(found.is_some());
+            if self.line_end.is_none() {
+                self.request_line_bytes(buf, content_end, limits)?;
+            } else {
+                self.field_line_bytes(content_end, limits)?;
+            }
+            self.scanned = content_end;
+            let Some(&ending) = buf.get(content_end) else {
+                return Ok(None);
+            };
+
+            // RFC 9112 §2.2 lets a recipient accept a bare LF as a line
+            // terminator and requires it to treat a bare CR as invalid or as
+            // SP; we refuse both (see `grammar::find_crlf`).
+            if ending == b'\n' {
+                return Err(ProtoError::BareLf);
+            }
+            match buf.get(content_end + 1) {
+                None => return Ok(None),
+                Some(b'\n') => {}
+                Some(_) => return Err(ProtoError::BareCr),
+            }
+            self.work += 1;
+            let next = content_end + 2;
+            let line = &buf[self.pos..content_end];
+            if self.line_end.is_none() {
+                if line.is_empty() {
+                    // RFC 9112 §2.2: "In the interest of robustness, a server
+                    // that is expecting to receive and parse a request-line
+                    // SHOULD ignore at least one empty line (CRLF) received
+                    // prior to the request-line." Their bytes count against
+                    // the request-line limit (`request_line_bytes` measures
+                    // from the start of the input), so a stream of CRLFs is
+                    // bounded.
+                    self.line_start = next;
+                } else {
+                    self.work += (next - self.line_start) as u64;
+                    check_request_line_alone(&buf[self.line_start..next])?;
+                    self.line_end = Some(content_end);
+                }
+            } else if line.is_empty() {
+                // RFC 9112 §2.1:
+                //   HTTP-message = start-line CRLF *( field-line CRLF ) CRLF [ message-body ]
+                return Ok(Some(next));
+            } else {
+                self.work += line.len() as u64;
+                parse_field_line(line)?;
+                self.fields += 1;
+            }
+            self.pos = next;
+            self.scanned = next;
         }
     }
-    // httparse is past the request line, so it has filled in all three.
+
+    /// Checks the request line's bytes `self.scanned..content_end` (none a
+    /// CR or LF), in order: the length limit, and while the method lasts,
+    /// that they are `tchar`s.
+    fn request_line_bytes(
+        &mut self,
+        buf: &[u8],
+        content_end: usize,
+        limits: &Limits,
+    ) -> Result<(), ProtoError> {
+        if !self.method_done {
+            // The method is the first thing on the line; a TLS handshake or
+            // other binary sent to this port fails here at once rather than
+            // at a timeout.
+            for (i, &b) in buf.iter().enumerate().take(content_end).skip(self.scanned) {
+                self.work += 1;
+                if i >= limits.request_line {
+                    return Err(ProtoError::RequestLineTooLong);
+                }
+                if b == b' ' {
+                    self.method_done = true;
+                    break;
+                }
+                if !is_tchar(b) {
+                    return Err(ProtoError::InvalidMethod);
+                }
+            }
+        }
+        // The line so far, and the empty lines before it, end at
+        // `content_end`.
+        if content_end > limits.request_line {
+            return Err(ProtoError::RequestLineTooLong);
+        }
+        Ok(())
+    }
+
+    /// Checks the limits on the field line being read, whose bytes so far
+    /// end at `content_end`: it would be field number `fields + 1`.
+    fn field_line_bytes(&self, content_end: usize, limits: &Limits) -> Result<(), ProtoError> {
+        let len = content_end - self.pos;
+        if len == 0 {
+            // Nothing yet, or the empty line ending the head.
+            return Ok(());
+        }
+        if self.fields >= limits.request_fields {
+            return Err(ProtoError::TooManyHeaders);
+        }
+        if len > limits.request_field_size {
+            return Err(ProtoError::HeaderTooLarge);
+        }
+        Ok(())
+    }
+
+    /// Tokenizes the complete head `buf` (every line of which passed its
+    /// checks) with httparse, once, and interprets it into `head`.
+    fn finish(
+        &mut self,
+        buf: &[u8],
+        limits: &Limits,
+        head: &mut RequestHead,
+    ) -> Result<(), ProtoError> {
+        self.work += buf.len() as u64;
+        let line_end = self.line_end.expect("a head ends after its request line");
+        // One slot per field line, so httparse never runs out. Most requests
+        // fit on the stack.
+        let mut inline = [httparse::EMPTY_HEADER; INLINE_FIELDS];
+        let mut spilled;
+        let slots: &mut [httparse::Header<'_>] = if self.fields <= INLINE_FIELDS {
+            &mut inline[..self.fields]
+        } else {
+            spilled = vec![httparse::EMPTY_HEADER; self.fields];
+            &mut spilled
+        };
+        let mut request = httparse::Request::new(slots);
+        let parsed = request.parse(buf);
+        // Not reached: each line passed checks that refuse what httparse
+        // refuses. Should httparse still disagree, its verdict stands, named
+        // as specifically as the grammar can.
+        let disagreement = match parsed {
+            Ok(httparse::Status::Complete(n)) if n == buf.len() => None,
+            Err(e) if in_request_line(e) => {
+                Some(request_line_error(&buf[self.line_start..line_end], e))
+            }
+            Err(e) => Some(field_error(&buf[line_end + 2..], e)),
+            Ok(_) => Some(field_error(&buf[line_end + 2..], httparse::Error::NewLine)),
+        };
+        if let Some(e) = disagreement {
+            debug_assert!(false, "httparse disagrees with the line checks: {parsed:?}");
+            return Err(e);
+        }
+        let (Some(method), Some(target), Some(minor)) =
+            (request.method, request.path, request.version)
+        else {
+            unreachable!("httparse completed the head, so it read the request line");
+        };
+        let line = check_request_line(method.as_bytes(), target.as_bytes(), minor)?;
+        interpret(line, &*request.headers, limits, head)
+    }
+}
+
+/// Checks a complete request line (`line` ends with its CRLF) on its own, as
+/// httparse and the grammar read it: method, target bytes and form, version,
+/// CONNECT.
+fn check_request_line_alone(line: &[u8]) -> Result<(), ProtoError> {
+    let mut no_fields = [];
+    let mut request = httparse::Request::new(&mut no_fields);
+    // With nothing after the CRLF, httparse stops after the request line
+    // (`Partial`: the header section has not started) or refuses it.
+    let parsed = request.parse(line);
+    let text = &line[..line.len() - 2];
+    if let Err(e) = parsed {
+        return Err(request_line_error(text, e));
+    }
     let (Some(method), Some(target), Some(minor)) = (request.method, request.path, request.version)
     else {
-        return Err(request_line_error(request_line, httparse::Error::Token));
+        return Err(request_line_error(text, httparse::Error::Token));
     };
-    let line = check_request_line(method.as_bytes(), target.as_bytes(), minor)?;
-
-    match parsed {
-        Err(e) => Err(field_error(&buf[line_end + 2..scan.clean], e)),
-        Ok(httparse::Status::Partial) => {
-            debug_assert!(!matches!(scan.stop, Stop::HeadEnd), "httparse disagrees");
-            scan.stop.need_more_or_refuse()
-        }
-        Ok(httparse::Status::Complete(n)) => {
-            debug_assert_eq!(n, scan.clean, "httparse disagrees about the head's end");
-            interpret(line, &*request.headers, limits, head)?;
-            Ok(Some(n))
-        }
-    }
+    check_request_line(method.as_bytes(), target.as_bytes(), minor).map(drop)
 }
 
 /// Header slots on the stack; more fields than this (rare: browsers send
 /// about a dozen) go to a `Vec`. 32 slots of 32 bytes are 1 KiB of stack.
 const INLINE_FIELDS: usize = 32;
-
-/// What the pre-scan found: how much of the buffer is complete lines that
-/// may go to httparse, and why it stopped there.
-struct Scan {
-    /// Where the request line starts, after any empty lines before it.
-    line_start: usize,
-    /// Where the request line's CRLF starts; `None` until a request line
-    /// within the limit has arrived.
-    line_end: Option<usize>,
-    /// How many field lines lie before `clean`.
-    fields: usize,
-    /// Length of the prefix of `buf` made of complete, CRLF-terminated lines
-    /// within the limits, the request line included once `line_end` is set.
-    clean: usize,
-    /// Why the scan stopped at `clean`.
-    stop: Stop,
-}
-
-/// Why the pre-scan stopped.
-enum Stop {
-    /// The line at `clean` has not ended yet and is within the limits so far.
-    NeedMore,
-    /// The empty line ending the head was the last line before `clean`.
-    HeadEnd,
-    /// The line at `clean` breaks a rule of the pre-scan. An error httparse
-    /// finds in an earlier line comes first.
-    Refused(ProtoError),
-}
-
-impl Stop {
-    /// `Ok(None)` for [`Stop::NeedMore`], the error for [`Stop::Refused`].
-    fn need_more_or_refuse(self) -> Result<Option<usize>, ProtoError> {
-        match self {
-            Stop::Refused(e) => Err(e),
-            Stop::NeedMore | Stop::HeadEnd => Ok(None),
-        }
-    }
-}
-
-/// The strict pre-scan of the head in `buf`: line endings, line lengths and
-/// the field count, up to the end of the head or the first line that is
-/// incomplete or breaks a rule.
-fn scan_head(buf: &[u8], limits: &Limits) -> Scan {
-    // RFC 9112 §2.2: "In the interest of robustness, a server that is
-    // expecting to receive and parse a request-line SHOULD ignore at least one
-    // empty line (CRLF) received prior to the request-line." Their bytes count
-    // against the request-line limit, so a stream of CRLFs is bounded too.
-    let mut start = 0;
-    while buf[start..].starts_with(b"\r\n") {
-        start += 2;
-    }
-    let mut scan = Scan {
-        line_start: start,
-        line_end: None,
-        fields: 0,
-        clean: start,
-        stop: Stop::NeedMore,
-    };
-    if let Err(e) = scan.walk(buf, limits) {
-        scan.stop = Stop::Refused(e);
-    }
-    scan
-}
-
-impl Scan {
-    /// Advances `clean` over the complete lines of `buf` that keep the rules;
-    /// the error is for the line at `clean`.
-    fn walk(&mut self, buf: &[u8], limits: &Limits) -> Result<(), ProtoError> {
-        let Some(line_end) = find_crlf(buf, self.line_start)? else {
-            return check_partial_request_line(buf, self.line_start, limits);
-        };
-        if line_end > limits.request_line {
-            return Err(ProtoError::RequestLineTooLong);
-        }
-        self.line_end = Some(line_end);
-        self.clean = line_end + 2;
-
-        // RFC 9112 §2.1:
-        //   HTTP-message = start-line CRLF *( field-line CRLF ) CRLF [ message-body ]
-        loop {
-            let pos = self.clean;
-            let Some(end) = find_crlf(buf, pos)? else {
-                let partial = strip_cr(&buf[pos..]);
-                if partial.is_empty() {
-                    return Ok(());
-                }
-                return check_field_limits(self.fields, partial.len(), limits);
-            };
-            if end == pos {
-                self.clean = pos + 2;
-                self.stop = Stop::HeadEnd;
-                return Ok(());
-            }
-            check_field_limits(self.fields, end - pos, limits)?;
-            self.fields += 1;
-            self.clean = end + 2;
-        }
-    }
-}
-
-/// `s` without one trailing CR (the first half of a CRLF still in flight).
-fn strip_cr(s: &[u8]) -> &[u8] {
-    s.strip_suffix(b"\r").unwrap_or(s)
-}
-
-/// Limits and early rejection for a request line whose CRLF has not arrived.
-fn check_partial_request_line(buf: &[u8], start: usize, limits: &Limits) -> Result<(), ProtoError> {
-    let partial = strip_cr(&buf[start..]);
-    if start + partial.len() > limits.request_line {
-        return Err(ProtoError::RequestLineTooLong);
-    }
-    // The method is the first thing on the line; a TLS handshake or other
-    // binary sent to this port fails here at once rather than at a timeout.
-    let method = partial.split(|&b| b == b' ').next().unwrap_or_default();
-    if !method.iter().all(|&b| is_tchar(b)) {
-        return Err(ProtoError::InvalidMethod);
-    }
-    Ok(())
-}
-
-/// The count and size limits on a field line (`len` bytes without CRLF) that
-/// would be field number `count + 1`.
-fn check_field_limits(count: usize, len: usize, limits: &Limits) -> Result<(), ProtoError> {
-    if count >= limits.request_fields {
-        return Err(ProtoError::TooManyHeaders);
-    }
-    if len > limits.request_field_size {
-        return Err(ProtoError::HeaderTooLarge);
-    }
-    Ok(())
-}
 
 /// The pieces of a valid request line.
 struct RequestLine<'a> {
@@ -365,6 +517,8 @@ struct RequestLine<'a> {
     target: &'a [u8],
     path: &'a [u8],
     query: &'a [u8],
+    /// The authority of an absolute-form target (`host[:port]`).
+    authority: Option<&'a [u8]>,
     version: Version,
 }
 
@@ -393,19 +547,20 @@ fn check_request_line<'a>(
     if method == b"CONNECT" {
         return Err(ProtoError::MethodNotImplemented);
     }
-    let (path, query) = split_target(method, target)?;
+    let (path, query, authority) = split_target(method, target)?;
     Ok(RequestLine {
         method,
         target,
         path,
         query,
+        authority,
         version,
     })
 }
 
 /// Whether httparse reports `e` for the request line (else for a field
 /// line). Of its `NewLine` errors only the one after the version can reach
-/// us: the pre-scan has refused a CR without LF everywhere else.
+/// us: the scan has refused a CR without LF everywhere else.
 fn in_request_line(e: httparse::Error) -> bool {
     use httparse::Error as E;
     match e {
@@ -520,7 +675,11 @@ fn check_target_bytes(target: &[u8]) -> Result<(), ProtoError> {
     Ok(())
 }
 
-/// Splits a request-target into path and query by its form (RFC 9112 §3.2):
+/// A request-target's path, query and (absolute-form only) authority.
+type TargetParts<'a> = (&'a [u8], &'a [u8], Option<&'a [u8]>);
+
+/// Splits a request-target into path, query and (for absolute-form) authority
+/// by its form (RFC 9112 §3.2):
 ///
 /// ```text
 /// request-target = origin-form / absolute-form / authority-form / asterisk-form
@@ -530,15 +689,16 @@ fn check_target_bytes(target: &[u8]) -> Result<(), ProtoError> {
 /// ```
 ///
 /// authority-form is only for CONNECT, refused before this is called.
-fn split_target<'a>(method: &[u8], target: &'a [u8]) -> Result<(&'a [u8], &'a [u8]), ProtoError> {
+fn split_target<'a>(method: &[u8], target: &'a [u8]) -> Result<TargetParts<'a>, ProtoError> {
     if target.starts_with(b"/") {
-        return Ok(split_query(target));
+        let (path, query) = split_query(target);
+        return Ok((path, query, None));
     }
     // RFC 9112 §3.2.4: "The "asterisk" form of request-target is only used
     // for a server-wide OPTIONS request".
     if target == b"*" {
         if method == b"OPTIONS" {
-            return Ok((target, b""));
+            return Ok((target, b"", None));
         }
         return Err(ProtoError::InvalidTarget("* is only allowed with OPTIONS"));
     }
@@ -563,7 +723,7 @@ fn split_target<'a>(method: &[u8], target: &'a [u8]) -> Result<(&'a [u8], &'a [u
     // RFC 9112 §3.2.1: "If the target URI's path component is empty, the
     // client MUST send "/" as the path within the origin-form".
     let path: &[u8] = if path.is_empty() { b"/" } else { path };
-    Ok((path, query))
+    Ok((path, query, Some(authority)))
 }
 
 /// `(path, query)` of `path [ "?" query ]`.
@@ -750,15 +910,32 @@ fn interpret(
     set(&mut head.path, line.path);
     set(&mut head.query, line.query);
     head.version = version;
-    head.headers.truncate(fields.len());
-    for (i, field) in fields.iter().enumerate() {
-        if i == head.headers.len() {
-            head.headers.push((Vec::new(), Vec::new()));
-        }
-        let (name, value) = &mut head.headers[i];
+    // RFC 9112 §3.2.2: "When an origin server receives a request with an
+    // absolute-form of request-target, the origin server MUST ignore the
+    // received Host header field (if any) and instead use the host
+    // information of the request-target." The Host field was still checked
+    // above: §3.2 requires it on HTTP/1.1 and refuses an invalid one, "even
+    // if the request-target is in the absolute-form". The host the
+    // application sees is the target's: it replaces the Host field's value,
+    // or is added as the last field when there was none (HTTP/1.0).
+    let added_host = line.authority.filter(|_| hosts == 0);
+    let count = fields.len() + usize::from(added_host.is_some());
+    head.headers.truncate(count);
+    while head.headers.len() < count {
+        head.headers.push((Vec::new(), Vec::new()));
+    }
+    for (field, (name, value)) in fields.iter().zip(head.headers.iter_mut()) {
         set(name, field.name.as_bytes());
         name.make_ascii_lowercase();
-        set(value, field.value);
+        match line.authority {
+            Some(authority) if name == b"host" => set(value, authority),
+            _ => set(value, field.value),
+        }
+    }
+    if let Some(authority) = added_host {
+        let (name, value) = &mut head.headers[count - 1];
+        set(name, b"host");
+        set(value, authority);
     }
     head.body = body;
     head.keep_alive = keep_alive;
@@ -855,9 +1032,42 @@ fn body_framing(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn parse(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, ProtoError> {
-        parse_head(buf, &Limits::default())
+        parse_with(buf, &Limits::default())
+    }
+
+    /// Parses `buf` fed whole (with [`parse_head`]) and fed to a
+    /// [`HeadParser`] one byte at a time, as a client dribbling its head
+    /// would; asserts that both give the same head or the same error, and
+    /// returns it.
+    fn parse_with(buf: &[u8], limits: &Limits) -> Result<Option<(RequestHead, usize)>, ProtoError> {
+        let whole = parse_head(buf, limits);
+        let dribbled = dribble(buf, limits).map(|r| r.map(|(head, n, _)| (head, n)));
+        assert_eq!(
+            format!("{whole:?}"),
+            format!("{dribbled:?}"),
+            "fed whole and fed byte by byte: {:?}",
+            String::from_utf8_lossy(buf)
+        );
+        whole
+    }
+
+    /// Feeds `buf` to a new [`HeadParser`] one byte more per call until it
+    /// returns a head or an error; the head comes with the parser's work.
+    fn dribble(
+        buf: &[u8],
+        limits: &Limits,
+    ) -> Result<Option<(RequestHead, usize, u64)>, ProtoError> {
+        let mut parser = HeadParser::new();
+        let mut head = RequestHead::default();
+        for end in 0..=buf.len() {
+            if let Some(n) = parser.parse(&buf[..end], limits, &mut head)? {
+                return Ok(Some((head, n, parser.work())));
+            }
+        }
+        Ok(None)
     }
 
     /// Parses a complete head, asserting that all of `buf` was the head.
@@ -1354,12 +1564,12 @@ mod tests {
         );
         let req = b"GET / HTTP/1.1\r\nHost: a\r\nX : 1\r\nX-Long: 123456789\r\n\r\n";
         assert_eq!(
-            parse_head(req, &limits(100, 100, 10)).unwrap_err(),
+            parse_with(req, &limits(100, 100, 10)).unwrap_err(),
             ProtoError::WhitespaceBeforeColon
         );
         let req = b"GET / HTTP/1.1\r\nHost a\r\nX: 1\r\nX: 2\r\n\r\n";
         assert_eq!(
-            parse_head(req, &limits(100, 2, 100)).unwrap_err(),
+            parse_with(req, &limits(100, 2, 100)).unwrap_err(),
             ProtoError::HeaderWithoutColon
         );
         // And a bare LF before a later bad field line.
@@ -1419,6 +1629,7 @@ mod tests {
             request_line,
             request_fields,
             request_field_size,
+            request_head: usize::MAX,
             max_body: 1000,
         }
     }
@@ -1427,9 +1638,9 @@ mod tests {
     fn request_line_at_the_limit_is_accepted() {
         // "GET /aaaa HTTP/1.1" is 18 bytes.
         let req = b"GET /aaaa HTTP/1.1\r\nHost: a\r\n\r\n";
-        assert!(parse_head(req, &limits(18, 100, 8190)).unwrap().is_some());
+        assert!(parse_with(req, &limits(18, 100, 8190)).unwrap().is_some());
         // With a CR in flight, the line may still be exactly at the limit.
-        assert!(parse_head(&req[..19], &limits(18, 100, 8190))
+        assert!(parse_with(&req[..19], &limits(18, 100, 8190))
             .unwrap()
             .is_none());
     }
@@ -1438,7 +1649,7 @@ mod tests {
     fn request_line_over_the_limit_is_414() {
         let req = b"GET /aaaaa HTTP/1.1\r\nHost: a\r\n\r\n";
         assert_eq!(
-            parse_head(req, &limits(18, 100, 8190)).unwrap_err(),
+            parse_with(req, &limits(18, 100, 8190)).unwrap_err(),
             ProtoError::RequestLineTooLong
         );
     }
@@ -1447,10 +1658,10 @@ mod tests {
     fn request_line_over_the_limit_is_414_before_its_crlf_arrives() {
         let req = b"GET /aaaaaaaaaaaaaaaaa";
         assert_eq!(
-            parse_head(req, &limits(18, 100, 8190)).unwrap_err(),
+            parse_with(req, &limits(18, 100, 8190)).unwrap_err(),
             ProtoError::RequestLineTooLong
         );
-        assert!(parse_head(&req[..18], &limits(18, 100, 8190))
+        assert!(parse_with(&req[..18], &limits(18, 100, 8190))
             .unwrap()
             .is_none());
     }
@@ -1459,7 +1670,7 @@ mod tests {
     fn endless_empty_lines_count_against_the_request_line_limit() {
         let req = b"\r\n".repeat(10);
         assert_eq!(
-            parse_head(&req, &limits(18, 100, 8190)).unwrap_err(),
+            parse_with(&req, &limits(18, 100, 8190)).unwrap_err(),
             ProtoError::RequestLineTooLong
         );
     }
@@ -1467,14 +1678,14 @@ mod tests {
     #[test]
     fn header_count_at_the_limit_is_accepted() {
         let req = b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n\r\n";
-        assert!(parse_head(req, &limits(100, 2, 100)).unwrap().is_some());
+        assert!(parse_with(req, &limits(100, 2, 100)).unwrap().is_some());
     }
 
     #[test]
     fn too_many_headers_is_431() {
         let req = b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\nX: 2\r\n\r\n";
         assert_eq!(
-            parse_head(req, &limits(100, 2, 100)).unwrap_err(),
+            parse_with(req, &limits(100, 2, 100)).unwrap_err(),
             ProtoError::TooManyHeaders
         );
     }
@@ -1483,7 +1694,7 @@ mod tests {
     fn too_many_headers_is_431_before_the_head_ends() {
         let req = b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\nX";
         assert_eq!(
-            parse_head(req, &limits(100, 2, 100)).unwrap_err(),
+            parse_with(req, &limits(100, 2, 100)).unwrap_err(),
             ProtoError::TooManyHeaders
         );
     }
@@ -1492,14 +1703,14 @@ mod tests {
     fn header_line_at_the_limit_is_accepted() {
         // "X-A: 12345" is 10 bytes.
         let req = b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 12345\r\n\r\n";
-        assert!(parse_head(req, &limits(100, 100, 10)).unwrap().is_some());
+        assert!(parse_with(req, &limits(100, 100, 10)).unwrap().is_some());
     }
 
     #[test]
     fn header_line_over_the_limit_is_431() {
         let req = b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 123456\r\n\r\n";
         assert_eq!(
-            parse_head(req, &limits(100, 100, 10)).unwrap_err(),
+            parse_with(req, &limits(100, 100, 10)).unwrap_err(),
             ProtoError::HeaderTooLarge
         );
     }
@@ -1508,10 +1719,10 @@ mod tests {
     fn header_line_over_the_limit_is_431_before_its_crlf_arrives() {
         let req = b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 123456";
         assert_eq!(
-            parse_head(req, &limits(100, 100, 10)).unwrap_err(),
+            parse_with(req, &limits(100, 100, 10)).unwrap_err(),
             ProtoError::HeaderTooLarge
         );
-        assert!(parse_head(&req[..req.len() - 1], &limits(100, 100, 10))
+        assert!(parse_with(&req[..req.len() - 1], &limits(100, 100, 10))
             .unwrap()
             .is_none());
     }
@@ -1614,11 +1825,11 @@ mod tests {
     fn content_length_over_the_body_limit_is_413() {
         let req = get_with("Content-Length: 1001\r\n");
         assert_eq!(
-            parse_head(&req, &limits(100, 100, 100)).unwrap_err(),
+            parse_with(&req, &limits(100, 100, 100)).unwrap_err(),
             ProtoError::BodyTooLarge
         );
         let req = get_with("Content-Length: 1000\r\n");
-        assert!(parse_head(&req, &limits(100, 100, 100)).unwrap().is_some());
+        assert!(parse_with(&req, &limits(100, 100, 100)).unwrap().is_some());
     }
 
     // --- Transfer-Encoding ---
@@ -1771,5 +1982,369 @@ mod tests {
     fn version_is_spelled_as_asgi_wants() {
         assert_eq!(Version::Http10.as_str(), "1.0");
         assert_eq!(Version::Http11.as_str(), "1.1");
+    }
+
+    // --- Reading a head incrementally ---
+
+    /// A browser's head (8 KiB, 60 fields) as a proxy might pass it on:
+    /// the usual fields, a large cookie and `x-pad-N` fields that bring it
+    /// to size.
+    fn realistic_head() -> Vec<u8> {
+        const LEN: usize = 8 * 1024;
+        let mut req = b"GET /api/v1/search?q=sans-io&page=2&sort=relevance HTTP/1.1\r\n\
+Host: www.example.com\r\n\
+User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0\r\n\
+Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8\r\n\
+Accept-Language: en-US,en;q=0.5\r\n\
+Accept-Encoding: gzip, deflate, br, zstd\r\n\
+Referer: https://www.example.com/search?q=http+parsers\r\n\
+Connection: keep-alive\r\n\
+Upgrade-Insecure-Requests: 1\r\n\
+Sec-Fetch-Dest: document\r\n"
+            .to_vec();
+        req.extend_from_slice(b"Cookie: session=");
+        req.extend(std::iter::repeat_n(b'c', 2000));
+        req.extend_from_slice(b"\r\n");
+        // 50 more fields share the rest, less the final CRLF.
+        let pads = 50;
+        let room = LEN - req.len() - 2 - pads * b"x-pad-00: \r\n".len();
+        for i in 0..pads {
+            let value = room / pads + usize::from(i < room % pads);
+            req.extend_from_slice(format!("x-pad-{i:02}: ").as_bytes());
+            req.extend(std::iter::repeat_n(b'v', value));
+            req.extend_from_slice(b"\r\n");
+        }
+        req.extend_from_slice(b"\r\n");
+        assert_eq!(req.len(), LEN);
+        req
+    }
+
+    #[test]
+    fn a_head_dribbled_one_byte_at_a_time_costs_linear_work() {
+        let req = realistic_head();
+        let limits = Limits::default();
+        let (head, n, work) = dribble(&req, &limits).unwrap().unwrap();
+        assert_eq!((head.headers.len(), n), (60, req.len()));
+        // Each byte is looked at by the scan, by its line's check and by
+        // httparse; a CR once more when its LF arrives: 24,520 for this head
+        // (3.0 times its length).
+        assert!(
+            work <= 4 * req.len() as u64,
+            "{work} bytes examined for a {}-byte head",
+            req.len()
+        );
+        // Parsing the whole buffer afresh after every byte (what calling
+        // `parse_head` after every read does) examines each byte once per
+        // later call: 64,352,920 bytes here (7,855 times its length), quadratic.
+        let mut scratch = RequestHead::default();
+        let afresh: u64 = (1..=req.len())
+            .map(|end| {
+                let mut parser = HeadParser::new();
+                let _ = parser.parse(&req[..end], &limits, &mut scratch);
+                parser.work()
+            })
+            .sum();
+        assert!(afresh > 1000 * req.len() as u64, "{afresh}");
+    }
+
+    #[test]
+    fn a_parser_reads_pipelined_heads_one_after_another() {
+        let limits = Limits::default();
+        let mut parser = HeadParser::new();
+        let mut head = RequestHead::default();
+        let mut input = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.0\r\n\r\nGET /c".to_vec();
+        let n = parser.parse(&input, &limits, &mut head).unwrap().unwrap();
+        assert_eq!((n, head.path.as_slice()), (28, &b"/a"[..]));
+        // The parser reset itself: the next head starts at the new start.
+        input.drain(..n);
+        let n = parser.parse(&input, &limits, &mut head).unwrap().unwrap();
+        assert_eq!((n, head.path.as_slice()), (19, &b"/b"[..]));
+        input.drain(..n);
+        assert_eq!(parser.parse(&input, &limits, &mut head), Ok(None));
+        input.extend_from_slice(b" HTTP/1.1\r\nHost: y\r\n\r\n");
+        let n = parser.parse(&input, &limits, &mut head).unwrap().unwrap();
+        assert_eq!((n, head.path.as_slice()), (input.len(), &b"/c"[..]));
+    }
+
+    #[test]
+    fn a_parser_reset_by_hand_starts_a_new_head() {
+        let limits = Limits::default();
+        let mut parser = HeadParser::new();
+        let mut head = RequestHead::default();
+        assert_eq!(
+            parser.parse(b"GET /a HTTP/1.1\r\nHo", &limits, &mut head),
+            Ok(None)
+        );
+        parser.reset();
+        let req = b"PUT /b HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(parser.parse(req, &limits, &mut head), Ok(Some(req.len())));
+        assert_eq!(head.method, "PUT");
+    }
+
+    #[test]
+    fn an_error_is_returned_again_on_the_next_call() {
+        let limits = Limits::default();
+        let mut parser = HeadParser::new();
+        let mut head = RequestHead::default();
+        let mut req = b"GET / HTTP/1.1\r\nX A: b\r\n".to_vec();
+        let first = parser.parse(&req, &limits, &mut head);
+        assert_eq!(first, Err(ProtoError::InvalidHeaderName));
+        req.extend_from_slice(b"Host: a\r\n\r\n");
+        assert_eq!(parser.parse(&req, &limits, &mut head), first);
+    }
+
+    #[test]
+    fn binary_garbage_is_rejected_at_its_first_byte() {
+        let mut parser = HeadParser::new();
+        assert_eq!(
+            parser.parse(b"\x16", &Limits::default(), &mut RequestHead::default()),
+            Err(ProtoError::InvalidMethod)
+        );
+    }
+
+    #[test]
+    fn a_bad_method_byte_is_refused_before_the_rest_of_its_line() {
+        // Whatever comes later on the line: the method's byte came first.
+        assert_eq!(err(b"G(T\r\n\r\n"), ProtoError::InvalidMethod);
+        assert_eq!(
+            err(b"G(T / HTTP/1.1\nHost: a\r\n"),
+            ProtoError::InvalidMethod
+        );
+        let long = b"G(T /aaaaaaaaaaaaaaaaaaaaaaaaaa";
+        assert_eq!(
+            parse_with(long, &limits(18, 100, 8190)).unwrap_err(),
+            ProtoError::InvalidMethod
+        );
+        // And a line over its limit before a later bare LF.
+        let long = b"GET /aaaaaaaaaaaaaaaaaaaaaaaaaa\n";
+        assert_eq!(
+            parse_with(long, &limits(18, 100, 8190)).unwrap_err(),
+            ProtoError::RequestLineTooLong
+        );
+    }
+
+    // --- Total head size ---
+
+    fn head_limit(request_head: usize) -> Limits {
+        Limits {
+            request_head,
+            ..Limits::default()
+        }
+    }
+
+    #[test]
+    fn head_at_the_total_limit_is_accepted() {
+        let req = get_with("X-A: 1\r\nX-B: 2\r\n");
+        assert!(parse_with(&req, &head_limit(req.len())).unwrap().is_some());
+        // With the final LF in flight, the head may still be at the limit.
+        assert!(parse_with(&req[..req.len() - 1], &head_limit(req.len()))
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn head_over_the_total_limit_is_431() {
+        let req = get_with("X-A: 1\r\nX-B: 2\r\n");
+        let e = parse_with(&req, &head_limit(req.len() - 1)).unwrap_err();
+        assert_eq!(e, ProtoError::HeadTooLarge);
+        assert_eq!(crate::h1::status_for(&e), Some(431));
+    }
+
+    #[test]
+    fn head_over_the_total_limit_is_431_before_it_ends() {
+        // Every field within its own limits, the head past the total.
+        let req = get_with("X-A: 1\r\nX-B: 2\r\n");
+        let limits = head_limit(30);
+        assert_eq!(
+            parse_with(&req[..31], &limits).unwrap_err(),
+            ProtoError::HeadTooLarge
+        );
+        assert!(parse_with(&req[..30], &limits).unwrap().is_none());
+    }
+
+    #[test]
+    fn bytes_after_a_head_within_the_limit_do_not_count_against_it() {
+        let req = b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /next HTTP/1.1\r\n";
+        let (_, n) = parse_with(req, &head_limit(27)).unwrap().unwrap();
+        assert_eq!(n, 27);
+    }
+
+    #[test]
+    fn empty_lines_before_the_request_line_count_against_the_head_limit() {
+        let mut req = b"\r\n".repeat(3);
+        req.extend_from_slice(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert!(parse_with(&req, &head_limit(req.len())).unwrap().is_some());
+        assert_eq!(
+            parse_with(&req, &head_limit(req.len() - 1)).unwrap_err(),
+            ProtoError::HeadTooLarge
+        );
+    }
+
+    #[test]
+    fn default_head_limit_is_32_kib() {
+        assert_eq!(Limits::default().request_head, 32 * 1024);
+    }
+
+    // --- Absolute-form and Host ---
+
+    #[test]
+    fn absolute_form_target_replaces_the_host_field() {
+        let h = head(
+            b"GET http://example.com:8080/a HTTP/1.1\r\nX-A: 1\r\nHost: other\r\nX-B: 2\r\n\r\n",
+        );
+        let fields: Vec<(&[u8], &[u8])> = h
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_slice(), v.as_slice()))
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                (&b"x-a"[..], &b"1"[..]),
+                (b"host", b"example.com:8080"),
+                (b"x-b", b"2")
+            ]
+        );
+        // Also when the Host field was empty.
+        let h = head(b"GET https://[::1]?q HTTP/1.1\r\nHost:\r\n\r\n");
+        assert_eq!(h.headers, [(b"host".to_vec(), b"[::1]".to_vec())]);
+    }
+
+    #[test]
+    fn absolute_form_target_adds_a_host_field_to_an_http_1_0_request() {
+        let h = head(b"GET http://example.com/a HTTP/1.0\r\nX-A: 1\r\n\r\n");
+        assert_eq!(
+            h.headers,
+            [
+                (b"x-a".to_vec(), b"1".to_vec()),
+                (b"host".to_vec(), b"example.com".to_vec())
+            ]
+        );
+    }
+
+    #[test]
+    fn absolute_form_target_still_needs_one_valid_host_field() {
+        // RFC 9112 §3.2.2: "A client MUST send a Host header field in an
+        // HTTP/1.1 request even if the request-target is in the
+        // absolute-form".
+        assert_eq!(
+            err(b"GET http://a/ HTTP/1.1\r\n\r\n"),
+            ProtoError::MissingHost
+        );
+        assert_eq!(
+            err(b"GET http://a/ HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n"),
+            ProtoError::DuplicateHost
+        );
+        assert_eq!(
+            err(b"GET http://a/ HTTP/1.1\r\nHost: a b\r\n\r\n"),
+            ProtoError::InvalidHost
+        );
+    }
+
+    #[test]
+    fn a_reused_head_gets_the_added_host_field_only_when_due() {
+        let limits = Limits::default();
+        let mut reused = RequestHead::default();
+        let requests: [&[u8]; 3] = [
+            b"GET http://a/ HTTP/1.0\r\nX-A: 1\r\nX-B: 2\r\nX-C: 3\r\n\r\n",
+            b"GET http://b/ HTTP/1.0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: c\r\n\r\n",
+        ];
+        for req in requests {
+            parse_head_into(req, &limits, &mut reused).unwrap().unwrap();
+            assert_eq!(reused.headers, head(req).headers);
+        }
+        assert_eq!(reused.headers, [(b"host".to_vec(), b"c".to_vec())]);
+    }
+
+    // --- Properties ---
+
+    /// Pieces that heads are made of, good and bad.
+    fn head_piece() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            4 => prop::sample::select(vec![
+                &b"GET"[..], b"POST", b"OPTIONS", b"CONNECT", b" ", b"/", b"/a?b", b"*",
+                b"http://h:1/p", b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0", b"Host: a", b"Host:",
+                b"X-A: b", b":", b"\t", b"#", b"\x00", b"\x16\x03", b"Content-Length: 5",
+                b"Transfer-Encoding: chunked", b"Expect: 100-continue", b"Connection: close",
+            ])
+            .prop_map(<[u8]>::to_vec),
+            4 => prop::sample::select(vec![&b"\r\n"[..], b"\r", b"\n"]).prop_map(<[u8]>::to_vec),
+            1 => prop::collection::vec(any::<u8>(), 1..4),
+            1 => prop::collection::vec(b'a'..=b'z', 1..20),
+        ]
+    }
+
+    /// Limits from tiny to the defaults.
+    fn some_limits() -> impl Strategy<Value = Limits> {
+        (
+            prop_oneof![Just(4094usize), 0usize..40],
+            prop_oneof![Just(100usize), 0usize..4],
+            prop_oneof![Just(8190usize), 0usize..30],
+            prop_oneof![Just(32 * 1024usize), 0usize..120],
+        )
+            .prop_map(|(line, fields, field, head)| Limits {
+                request_line: line,
+                request_fields: fields,
+                request_field_size: field,
+                request_head: head,
+                max_body: 1000,
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn a_head_parses_the_same_however_it_is_split(
+            pieces in prop::collection::vec(head_piece(), 0..16),
+            limits in some_limits(),
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..5),
+        ) {
+            let input = pieces.concat();
+            let whole = format!("{:?}", parse_head(&input, &limits));
+            let dribbled = format!("{:?}", dribble(&input, &limits).map(|r| r.map(|(h, n, _)| (h, n))));
+            prop_assert_eq!(&whole, &dribbled);
+            // Reads of any sizes.
+            let mut ends: Vec<usize> = cuts.iter().map(|c| c.index(input.len() + 1)).collect();
+            ends.push(input.len());
+            ends.sort_unstable();
+            let mut parser = HeadParser::new();
+            let mut head = RequestHead::default();
+            let mut split = Ok(None);
+            for end in ends {
+                split = parser.parse(&input[..end], &limits, &mut head);
+                if !matches!(split, Ok(None)) {
+                    break;
+                }
+            }
+            let split = format!("{:?}", split.map(|r| r.map(|n| (head, n))));
+            prop_assert_eq!(&whole, &split);
+        }
+
+        #[test]
+        fn the_field_line_check_refuses_exactly_what_httparse_refuses(
+            line in prop::collection::vec(
+                prop_oneof![
+                    4 => b'a'..=b'c',
+                    2 => prop::sample::select(vec![b':', b' ', b'\t', b'-']),
+                    1 => any::<u8>().prop_filter("no line endings", |b| *b != b'\r' && *b != b'\n'),
+                ],
+                1..12,
+            ),
+        ) {
+            // The line checks run the grammar, the end of the head httparse:
+            // if they disagreed, a head would be refused by one and not the
+            // other, depending on where its bytes were split.
+            let mut block = line.clone();
+            block.extend_from_slice(b"\r\n\r\n");
+            let mut slots = [httparse::EMPTY_HEADER; 1];
+            let by_httparse = httparse::parse_headers(&block, &mut slots);
+            match parse_field_line(&line) {
+                Ok((name, value)) => {
+                    prop_assert!(by_httparse.is_ok(), "{:?}", by_httparse);
+                    prop_assert_eq!((slots[0].name.as_bytes(), slots[0].value), (name, value));
+                }
+                Err(_) => prop_assert!(by_httparse.is_err(), "{:?}", by_httparse),
+            }
+        }
     }
 }
