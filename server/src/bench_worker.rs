@@ -437,6 +437,7 @@ impl Echo {
     /// | `/grow?mb=N` | leaks N MiB of private memory first |
     /// | `/fake-control` | sends the reactor an untagged "shutdown" |
     /// | `/flush-layer` | deletes every channel of the layer (a bug) |
+    /// | `/early-hints` | sends 103 Early Hints, then the response |
     fn handle(&mut self, out: &mut Out, msg: ToWorker<'_>) -> Result<(), String> {
         match msg {
             ToWorker::Request {
@@ -599,6 +600,12 @@ impl Echo {
                             .map_err(|e| e.to_string())?;
                         let _ = out.ep.send_id(id, b"", &out.msg);
                         self.respond(out, route, 200, b"sent")
+                    }
+                    "/early-hints" => {
+                        let link = [(b"link".to_vec(), b"</style.css>; rel=preload".to_vec())];
+                        wire::encode_start(&mut out.msg, route.req, 103, &link, false, None);
+                        out.reply(route.reactor, route.conn)?;
+                        self.respond(out, route, 200, b"final")
                     }
                     "/flush-layer" => {
                         out.ep.flush().map_err(|e| e.to_string())?;

@@ -114,7 +114,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             binds: Vec::new(),
-            reactors: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            // One per core, leaving most endpoints for workers on a big host.
+            reactors: std::thread::available_parallelism().map_or(1, |n| n.get().min(64)),
             workers: 1,
             worker_start_timeout: Duration::from_secs(60),
             max_requests: 0,
@@ -173,6 +174,7 @@ requests and responses
   --limit-request-line N       longest request line (default 4094; 414 beyond)
   --limit-request-fields N     most header fields (default 100; 431 beyond)
   --limit-request-field-size N longest header field (default 8190; 431 beyond)
+  --limit-request-head N       longest request head, all lines together (default 32768; 431 beyond)
   --limit-request-body N       largest request body in bytes (default unlimited; 413 beyond)
   --keep-alive SECS            idle keep-alive timeout (default 5)
   --header-timeout SECS        a request head must arrive within this (default 10; 408)
@@ -237,7 +239,25 @@ fn bytes(v: &str, name: &str) -> Result<usize, String> {
 /// supervisor's.
 pub const SERVER_ENDPOINTS: usize = 1;
 
+/// The smallest layer message: what body chunks and responses are cut to.
+const MIN_MESSAGE: usize = 64 * 1024;
+/// Room left beside the largest scope for the first body chunk.
+const FIRST_CHUNK: usize = 4096;
+/// The largest layer message these options may need.
+const MAX_MESSAGE: usize = 1 << 20;
+
 impl Config {
+    /// The layer's largest message: 64 KiB, or more if the request head
+    /// limits allow a scope that would not fit beside a first body chunk.
+    /// No request within the limits can then make a message too large.
+    pub fn max_message(&self) -> usize {
+        let scope = crate::asgi::scope::max_request_scope_len(&self.limits, self.root_path.len());
+        scope
+            .saturating_add(FIRST_CHUNK)
+            .next_multiple_of(4096)
+            .max(MIN_MESSAGE)
+    }
+
     /// How many worker processes may be alive at once: every endpoint the
     /// layer has that the server does not use. A reload or a recycle starts
     /// a replacement before the old worker retires, so this must leave room
@@ -299,6 +319,7 @@ impl Config {
                 "--limit-request-line" => c.limits.request_line = num(&value()?, name)?,
                 "--limit-request-fields" => c.limits.request_fields = num(&value()?, name)?,
                 "--limit-request-field-size" => c.limits.request_field_size = num(&value()?, name)?,
+                "--limit-request-head" => c.limits.request_head = num(&value()?, name)?,
                 "--limit-request-body" => c.limits.max_body = num(&value()?, name)?,
                 "--keep-alive" => c.keep_alive = secs(&value()?, name)?,
                 "--timeout" | "-t" => c.timeout = secs(&value()?, name)?,
@@ -337,9 +358,31 @@ impl Config {
                 self.reactors
             ));
         }
-        if self.response_window < 128 * 1024 {
+        let max_message = self.max_message();
+        if max_message > MAX_MESSAGE {
             return Err(format!(
-                "--response-window {} is too small: at least 128K (two layer messages)",
+                "the request limits (--limit-request-head {}, --limit-request-line {}, \
+                 --limit-request-fields {}, --limit-request-field-size {}) allow a request \
+                 whose scope takes {max_message} bytes; lower them (a layer message holds at most {MAX_MESSAGE})",
+                self.limits.request_head,
+                self.limits.request_line,
+                self.limits.request_fields,
+                self.limits.request_field_size
+            ));
+        }
+        // A lane holds two of the largest records, and is a power of two.
+        let lane_min = (2 * (max_message + 512)).next_power_of_two();
+        if self.lane_size < lane_min || !self.lane_size.is_power_of_two() {
+            return Err(format!(
+                "--lane-size {} must be a power of two of at least {lane_min} bytes \
+                 (two of the largest layer messages, {max_message} bytes with these request limits)",
+                self.lane_size
+            ));
+        }
+        let window_min = 2 * (max_message + 64);
+        if self.response_window < window_min {
+            return Err(format!(
+                "--response-window {} is too small: at least {window_min} bytes (two layer messages)",
                 self.response_window
             ));
         }
@@ -399,6 +442,59 @@ mod tests {
         assert!(Config::from_args(&args("--bench-worker hello --bind"))
             .unwrap_err()
             .contains("needs a value"));
+    }
+
+    #[test]
+    fn sizes_take_k_m_and_g_suffixes() {
+        assert_eq!(bytes("512", "x"), Ok(512));
+        assert_eq!(bytes("256K", "x"), Ok(256 << 10));
+        assert_eq!(bytes("1m", "x"), Ok(1 << 20));
+        assert_eq!(bytes("2G", "x"), Ok(2 << 30));
+        assert!(bytes("12Q", "x").unwrap_err().contains("suffix"));
+        assert!(bytes("K", "x").is_err());
+    }
+
+    #[test]
+    fn threads_is_not_the_reactor_count() {
+        let e = Config::from_args(&args("--bench-worker hello --threads 4")).unwrap_err();
+        assert!(e.contains("--reactors"), "{e}");
+        let c = Config::from_args(&args("--bench-worker hello --reactors 3")).unwrap();
+        assert_eq!(c.reactors, 3);
+    }
+
+    #[test]
+    fn workers_and_reactors_must_fit_the_layer_together() {
+        let most = ringway_layer_shm::layout::MAX_ENDPOINTS - 2 - SERVER_ENDPOINTS - 1;
+        let ok = format!("--bench-worker hello --reactors 2 --workers {most}");
+        assert!(Config::from_args(&args(&ok)).is_ok());
+        let over = format!("--bench-worker hello --reactors 2 --workers {}", most + 1);
+        let e = Config::from_args(&args(&over)).unwrap_err();
+        assert!(
+            e.contains(&format!("from 1 to {most}")) && e.contains("endpoints"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_layer_message_always_holds_the_largest_scope() {
+        let c = Config::from_args(&args("--bench-worker hello")).unwrap();
+        let scope = crate::asgi::scope::max_request_scope_len(&c.limits, 0);
+        assert!(c.max_message() >= scope + FIRST_CHUNK);
+        assert_eq!(c.max_message(), MIN_MESSAGE, "the defaults fit 64 KiB");
+        // Larger heads make larger messages, which need larger lanes.
+        let e = Config::from_args(&args("--bench-worker hello --limit-request-head 150000"))
+            .unwrap_err();
+        assert!(e.contains("--lane-size"), "{e}");
+        let c = Config::from_args(&args(
+            "--bench-worker hello --limit-request-head 150000 --lane-size 1M --response-window 1M",
+        ))
+        .unwrap();
+        assert!(c.max_message() > MIN_MESSAGE);
+        let e = Config::from_args(&args(
+            "--bench-worker hello --limit-request-head 100000000 --limit-request-fields 100000",
+        ))
+        .unwrap_err();
+        assert!(e.contains("lower them"), "{e}");
     }
 
     #[test]

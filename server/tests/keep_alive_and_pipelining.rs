@@ -149,3 +149,76 @@ fn a_client_that_half_closes_after_its_requests_still_gets_the_responses() {
     assert_eq!((r.status, &r.body[..]), (200, &b"hi"[..]));
     assert!(c.closed());
 }
+
+#[test]
+fn an_early_hints_response_comes_before_the_final_one() {
+    let s = Server::start(&["--bench-worker", "echo"]);
+    let mut c = Client::new(s.connect());
+    c.send(b"GET /early-hints HTTP/1.1\r\nHost: t\r\n\r\n");
+    let hints = c.response(false).unwrap();
+    assert_eq!(hints.status, 103);
+    assert_eq!(hints.header("link"), Some("</style.css>; rel=preload"));
+    let r = c.response(false).unwrap();
+    assert_eq!((r.status, &r.body[..]), (200, &b"final"[..]));
+    // An HTTP/1.0 client never sees a 1xx.
+    let mut c = Client::new(s.connect());
+    c.send(b"GET /early-hints HTTP/1.0\r\n\r\n");
+    let r = c.response(false).unwrap();
+    assert_eq!((r.status, &r.body[..]), (200, &b"final"[..]));
+}
+
+#[test]
+fn an_absolute_form_target_sets_the_host_the_app_sees() {
+    let s = Server::start(&["--bench-worker", "echo"]);
+    let mut c = Client::new(s.connect());
+    c.send(b"GET http://example.org:8080/scope?q=1 HTTP/1.1\r\nHost: other\r\n\r\n");
+    let r = c.response(false).unwrap();
+    let text = String::from_utf8(r.body).unwrap();
+    assert!(text.contains("path=/scope\n"), "{text}");
+    assert!(text.contains("host=example.org:8080"), "{text}");
+    assert!(!text.contains("host=other"), "{text}");
+}
+
+#[test]
+fn a_head_over_the_total_limit_gets_431_and_a_large_valid_one_is_served() {
+    let s = Server::start(&["--bench-worker", "echo", "--limit-request-head", "20000"]);
+    // 30 fields of 1000 bytes: each within --limit-request-field-size, all
+    // together over --limit-request-head.
+    let mut head = String::from("GET /scope HTTP/1.1\r\nHost: t\r\n");
+    for i in 0..30 {
+        head.push_str(&format!("x-f{i:02}: {}\r\n", "v".repeat(990)));
+    }
+    head.push_str("\r\n");
+    let mut c = Client::new(s.connect());
+    c.send(head.as_bytes());
+    assert_eq!(c.response(false).unwrap().status, 431);
+    assert!(c.closed());
+    // Just under the limit: served, its scope in one message.
+    let mut head = String::from("GET /scope HTTP/1.1\r\nHost: t\r\n");
+    for i in 0..19 {
+        head.push_str(&format!("x-f{i:02}: {}\r\n", "v".repeat(990)));
+    }
+    head.push_str("\r\n");
+    let mut c = Client::new(s.connect());
+    c.send(head.as_bytes());
+    let r = c.response(false).unwrap();
+    assert_eq!(r.status, 200);
+    assert!(String::from_utf8_lossy(&r.body).contains("x-f18="));
+    // The same head with a body: the first chunk is cut to fit beside the
+    // scope in one layer message (a full chunk beside it made a 503).
+    let body: Vec<u8> = (0..100_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut head = format!(
+        "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for i in 0..19 {
+        head.push_str(&format!("x-f{i:02}: {}\r\n", "v".repeat(990)));
+    }
+    head.push_str("\r\n");
+    let mut c = Client::new(s.connect());
+    c.send(head.as_bytes());
+    c.send(&body);
+    let r = c.response(false).unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.body == body, "echoed {} bytes", r.body.len());
+}

@@ -32,7 +32,7 @@ use crate::asgi::scope::ConnInfo;
 use crate::asgi::wire::Route;
 use crate::date::with_date;
 use crate::errors::{status_for, ConnError};
-use crate::h1::{self, RequestHead, Version};
+use crate::h1::{self, HeadParser, RequestHead, Version};
 
 /// The `server` header.
 pub const SERVER: &[u8] = b"ringway";
@@ -84,6 +84,9 @@ pub(super) struct Conn<F> {
     pub msg: Vec<u8>,
     /// Replies being handled, taken from the cell (reused).
     pub batch: Vec<u8>,
+    /// Reads request heads incrementally: each byte is examined a bounded
+    /// number of times however the head arrives.
+    heads: HeadParser,
 }
 
 /// Serves one connection until it closes.
@@ -108,6 +111,7 @@ pub async fn serve(
         wbuf: Vec::with_capacity(4096),
         msg: Vec::new(),
         batch: Vec::new(),
+        heads: HeadParser::new(),
     };
     c.run().await;
     // Closing anyway: what the read in flight may still bring is not wanted.
@@ -178,7 +182,7 @@ impl<F: Future<Output = ReadResult>> Conn<F> {
             let seen = self.cell.events.get();
             let input = &mut self.rd.input;
             if !input.is_empty() {
-                if let Some(n) = h1::parse_head_into(input.bytes(), &self.r.cfg.limits, head)? {
+                if let Some(n) = self.heads.parse(input.bytes(), &self.r.cfg.limits, head)? {
                     input.consume(n);
                     return Ok(true);
                 }

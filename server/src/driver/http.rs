@@ -153,23 +153,22 @@ impl<F: Future<Output = ReadResult>> Conn<F> {
         // The scope first (with the flag byte for more_body last), then as
         // much of the body as fits beside it in one layer message.
         let route = self.route();
-        scope::encode_request(
+        scope::encode_request_scope(
             &mut self.msg,
             route,
             head,
             &self.info,
             &r.cfg.root_path,
             &r.cfg.forwarded_allow,
-            b"",
-            false,
         );
+        // The layer's messages are sized for the largest scope the limits
+        // allow (see `supervisor::layer_config`); this is the safety net.
         if self.msg.len() > r.max_message {
             return Err(ConnError::ScopeTooLarge(self.msg.len()));
         }
         let take = body.pending.len().min(r.max_message - self.msg.len());
         let more = !(body.dec.is_done() && body.pending.len() == take);
-        *self.msg.last_mut().expect("the more_body flag") = u8::from(more);
-        self.msg.extend_from_slice(&body.pending[..take]);
+        scope::finish_request(&mut self.msg, &body.pending[..take], more);
         body.pending.drain(..take);
         // Whatever is queued answers earlier requests.
         self.cell.clear_replies();
@@ -400,6 +399,16 @@ impl<F: Future<Output = ReadResult>> Conn<F> {
             } => {
                 if !matches!(x.resp, Resp::NotStarted) {
                     return app("http.response.start sent twice");
+                }
+                // An informational response (103 Early Hints): written as
+                // one, and the final response is still to come.
+                if (100..200).contains(&st) {
+                    if trailers || first.is_some() {
+                        return app("a 1xx http.response.start carries no body or trailers");
+                    }
+                    h1::encode_informational(&mut self.wbuf, x.head.version, st, &headers)
+                        .map_err(|e| ConnError::App(format!("invalid response: {e}")))?;
+                    return Ok(Step::Nothing);
                 }
                 // The whole body came with the start: say how long it is, so
                 // the client needs neither chunked framing nor a close.

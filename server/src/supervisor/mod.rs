@@ -229,7 +229,7 @@ pub fn layer_config(cfg: &Config) -> LayerConfig {
         // inbox, one from it into each reactor's inbox.
         lanes: procs * (2 * r + 1) + 16,
         lane_bytes: cfg.lane_size as u32,
-        max_message: 64 * 1024,
+        max_message: cfg.max_message() as u32,
         channel_capacity: vec![("worker.*".into(), 65536), ("reactor.*".into(), 65536)],
         ..LayerConfig::default()
     }
