@@ -6,6 +6,8 @@
 //! ringway-shm produce PATH CHANNEL ID COUNT    send COUNT messages "ID SEQ", retrying while full
 //! ringway-shm join PATH GROUP                  add a new channel to GROUP, print it, wait on stdin
 //! ringway-shm hold-lock PATH                   take the segment lock and hang (for crash tests)
+//! ringway-shm create DIR                       create a segment in DIR with a reaper and a doorbell,
+//!                                              print its path, wait on stdin (for crash tests)
 //! ringway-shm demo [PRODUCERS] [COUNT]         a live demo: producer processes into one consumer
 //! ```
 
@@ -27,7 +29,7 @@ mod cli {
 
     fn usage() -> ExitCode {
         eprintln!(
-            "usage: ringway-shm inspect PATH\n       ringway-shm produce PATH CHANNEL ID COUNT\n       ringway-shm join PATH GROUP\n       ringway-shm hold-lock PATH\n       ringway-shm demo [PRODUCERS] [COUNT]"
+            "usage: ringway-shm inspect PATH\n       ringway-shm produce PATH CHANNEL ID COUNT\n       ringway-shm join PATH GROUP\n       ringway-shm hold-lock PATH\n       ringway-shm create DIR\n       ringway-shm demo [PRODUCERS] [COUNT]"
         );
         ExitCode::from(2)
     }
@@ -54,6 +56,7 @@ mod cli {
             ["hold-lock", path] => Segment::open(path)
                 .and_then(|s| s.hold_lock_forever_for_tests())
                 .map(drop),
+            ["create", dir] => create(dir),
             _ => return usage(),
         };
         match result {
@@ -179,6 +182,30 @@ mod cli {
             next[producers]
         );
         println!("tables now: {:?}", seg.stats());
+        Ok(())
+    }
+
+    /// Creates a segment in `dir` as the server would (with a reaper, and an
+    /// endpoint with a doorbell), prints its path, and waits for stdin to
+    /// close.
+    fn create(dir: &str) -> ringway_layer_shm::Result<()> {
+        use ringway_layer_shm::{Config, Reaper};
+        let seg = Segment::create(&Config {
+            dir: dir.into(),
+            channels: 4,
+            lanes: 4,
+            members: 4,
+            lane_bytes: 4096,
+            max_message: 1024,
+            ..Config::default()
+        })?;
+        let _reaper = Reaper::spawn(seg.clone(), |_| {})?;
+        let mut ep = seg.endpoint()?;
+        ep.wait_fd()?;
+        println!("{}", seg.path().display());
+        std::io::stdout().flush().ok();
+        let mut line = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut line);
         Ok(())
     }
 
