@@ -61,8 +61,11 @@ impl LockWord {
     #[inline]
     pub fn take_over(&self, dead: u32, me: u32) -> bool {
         debug_assert!(dead != 0 && me != 0);
-        // Acquire: whatever the dead owner finished writing is visible; what
-        // it left half done is for the caller to repair.
+        // Acquire: as in `try_lock` (the value may be the id a previous
+        // take-over stored). The dead owner's own writes are ordered before
+        // us by its death, which the caller learned of through the kernel
+        // (reading /proc), not by this CAS; what it left half done is for
+        // the caller to repair.
         self.word
             .compare_exchange(dead, me, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
