@@ -10,7 +10,7 @@
 //! fields a worker could scribble on (`liveness.rs`), and never release an
 //! endpoint of their own process.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -63,6 +63,9 @@ impl Segment {
 pub struct Reaper {
     stop: Arc<AtomicBool>,
     bell: std::path::PathBuf,
+    /// A write end of the thread's doorbell, to stop it with even if the
+    /// FIFO's name has been removed.
+    ring: OwnedFd,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -77,6 +80,8 @@ impl Reaper {
         sys::unlink(&bell);
         sys::mkfifo(&bell).map_err(|e| Error::io(format!("creating {}", bell.display()), e))?;
         let bell_fd = sys::open_fifo(&bell, true)
+            .map_err(|e| Error::io(format!("opening {}", bell.display()), e))?;
+        let ring = sys::open_fifo(&bell, false)
             .map_err(|e| Error::io(format!("opening {}", bell.display()), e))?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
@@ -107,6 +112,7 @@ impl Reaper {
         Ok(Reaper {
             stop,
             bell,
+            ring,
             thread: Some(thread),
         })
     }
@@ -116,9 +122,7 @@ impl Drop for Reaper {
     fn drop(&mut self) {
         // Release: pairs with the thread's Acquire load.
         self.stop.store(true, Ordering::Release);
-        if let Ok(fd) = sys::open_fifo(&self.bell, false) {
-            let _ = sys::ring_bell(fd.as_raw_fd());
-        }
+        let _ = sys::ring_bell(self.ring.as_raw_fd());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

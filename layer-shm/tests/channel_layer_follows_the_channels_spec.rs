@@ -498,3 +498,70 @@ fn held_wake_ups_are_delivered_once_at_the_flush() {
         assert_eq!(rx.try_receive(&name).unwrap(), Some(vec![i]));
     }
 }
+
+#[test]
+fn progress_counts_what_the_consumer_took_and_what_waits() {
+    use ringway_layer_shm::Progress;
+    let seg = Segment::create(&Config {
+        expiry: Duration::from_millis(100),
+        ..config()
+    })
+    .unwrap();
+    let (mut tx, mut rx, mut supervisor) = (
+        seg.endpoint().unwrap(),
+        seg.endpoint().unwrap(),
+        seg.endpoint().unwrap(),
+    );
+    rx.own_channel("worker.0!").unwrap();
+    let id = supervisor.channel("worker.0!").unwrap();
+    let progress = |s: &ringway_layer_shm::Endpoint| s.progress(id).unwrap();
+    assert_eq!(
+        progress(&supervisor),
+        Progress {
+            taken: 0,
+            queued: 0
+        }
+    );
+    for i in 0..5u8 {
+        tx.send("worker.0!r", &[i]).unwrap();
+    }
+    assert_eq!(
+        progress(&supervisor),
+        Progress {
+            taken: 0,
+            queued: 5
+        }
+    );
+    let mut got = 0;
+    while got < 2 {
+        got += usize::from(rx.try_receive("worker.0!r").unwrap().is_some());
+    }
+    assert_eq!(
+        progress(&supervisor),
+        Progress {
+            taken: 2,
+            queued: 3
+        }
+    );
+    while rx.try_receive("worker.0!r").unwrap().is_some() {}
+    assert_eq!(
+        progress(&supervisor),
+        Progress {
+            taken: 5,
+            queued: 0
+        }
+    );
+    // Records dropped as expired are taken too: the consumer is moving.
+    tx.send("worker.0!r", b"late").unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    assert_eq!(rx.try_receive("worker.0!r").unwrap(), None);
+    assert_eq!(
+        progress(&supervisor),
+        Progress {
+            taken: 6,
+            queued: 0
+        }
+    );
+    drop(rx);
+    assert_eq!(supervisor.progress(id), None, "the channel is gone");
+}
