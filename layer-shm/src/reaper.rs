@@ -26,8 +26,10 @@ impl Segment {
     /// this mapping's own endpoint slot, attached on first use.
     pub fn reap(&self) -> Result<ReapReport> {
         let shared = &*self.shared;
-        let me = shared.housekeeper()?;
+        // Held for the whole sweep: the housekeeper's lock id is used by one
+        // thread at a time.
         let mut watches = shared.watches.lock().unwrap_or_else(|e| e.into_inner());
+        let me = shared.housekeeper()?;
         let own = shared.local().clone();
         let dead = watches.refresh(|i| shared.endpoint(i), &own);
         let g = repair::lock(shared, me, LockMode::Wait)?;
@@ -48,9 +50,12 @@ impl Segment {
     /// Blocks forever.
     #[doc(hidden)]
     pub fn hold_lock_forever_for_tests(&self) -> Result<std::convert::Infallible> {
+        // The housekeeper's lock is taken only under `watches`.
+        let watches = self.shared.watches.lock();
         let me = self.shared.housekeeper()?;
         let g = repair::lock(&self.shared, me, LockMode::Wait)?;
         std::mem::forget(g);
+        std::mem::forget(watches);
         println!("locked");
         let _ = std::io::Write::flush(&mut std::io::stdout());
         loop {

@@ -194,7 +194,9 @@ pub(crate) struct Shared {
     /// endpoints of this process, which the reaper never releases.
     local: Mutex<HashSet<(u32, u32)>>,
     /// The slot this mapping takes the segment lock as outside any
-    /// `Endpoint` (the reaper's sweeps), attached on first use.
+    /// `Endpoint` (the reaper's sweeps), attached on first use. The lock is
+    /// taken as it only while `watches` is locked, so by one thread at a
+    /// time.
     housekeeper: Mutex<Option<(u32, u32)>>,
     /// The reaper's pidfd watches (see `liveness.rs`).
     pub(crate) watches: Mutex<Watches>,
@@ -715,7 +717,11 @@ impl Shared {
             if mode == LockMode::Quick {
                 return Err(Error::LockBusy);
             }
-            if !self.owner_live(holder) {
+            // Our own id cannot be a live owner: an endpoint's lock is taken
+            // by its one thread and never twice, the housekeeper's only
+            // under the `watches` mutex. It is a value no one unlocked (a
+            // scribble, or garbage in a corrupt header).
+            if holder == me || !self.owner_live(holder) {
                 if lock.take_over(holder, me) {
                     return Ok((locked(), self.dead_owner(holder)));
                 }

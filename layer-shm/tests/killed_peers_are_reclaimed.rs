@@ -196,6 +196,24 @@ fn a_lock_whose_owner_slot_was_reused_by_another_process_is_taken_over() {
 }
 
 #[test]
+fn a_lock_word_naming_the_locker_itself_is_taken_over() {
+    // Garbage in the lock word that happens to be the id the next endpoint
+    // gets (slot 0, generation 0): no one will ever unlock it.
+    let seg = Segment::create(&config()).unwrap();
+    let raw = Raw::new(&seg);
+    raw.write_u32(raw.lock_word(), 1);
+    let mut ep = seg.endpoint().unwrap();
+    assert_eq!(ep.index(), 0);
+    let start = Instant::now();
+    ep.send("q", b"x").unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
 fn the_segment_lock_is_a_word_of_our_own_not_a_pthread_mutex() {
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = vec![src.clone()];
