@@ -723,7 +723,17 @@ impl Shared {
             // scribble, or garbage in a corrupt header).
             if holder == me || !self.owner_live(holder) {
                 if lock.take_over(holder, me) {
-                    return Ok((locked(), self.dead_owner(holder)));
+                    let taken = if holder == me {
+                        // Repair, but there is no dead owner to release: the
+                        // id is ours.
+                        TakenOver {
+                            happened: true,
+                            endpoint: None,
+                        }
+                    } else {
+                        self.dead_owner(holder)
+                    };
+                    return Ok((locked(), taken));
                 }
                 // Released or taken over meanwhile: look again.
                 continue;

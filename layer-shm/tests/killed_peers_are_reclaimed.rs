@@ -211,6 +211,10 @@ fn a_lock_word_naming_the_locker_itself_is_taken_over() {
         "{:?}",
         start.elapsed()
     );
+    // Taking it over did not release the endpoint itself.
+    let st = seg.stats();
+    assert_eq!((st.endpoints, st.lanes_active), (1, 1), "{st:?}");
+    assert_eq!(ep.try_receive("q").unwrap().as_deref(), Some(&b"x"[..]));
 }
 
 #[test]

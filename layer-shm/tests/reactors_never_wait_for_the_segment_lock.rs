@@ -42,9 +42,10 @@ fn a_non_waiting_endpoint_gets_lock_busy_at_once_while_another_process_holds_the
         ));
         assert!(matches!(ep.group_add("g", "inbox"), Err(Error::LockBusy)));
     });
-    // Three refusals per round; waiting would take seconds each.
+    // Three refusals per round (about 15 us each here: a CAS and a read of
+    // the owner's /proc/PID/stat); waiting would take seconds each.
     assert!(slowest < Duration::from_millis(100), "{slowest:?}");
-    assert!(median < Duration::from_millis(3), "{median:?}");
+    assert!(median < Duration::from_millis(1), "{median:?}");
     assert!(Error::LockBusy.to_string().contains("retry later"));
     // The message path does not need the lock.
     ep.send("inbox", b"during").unwrap();
