@@ -98,6 +98,18 @@ fn main() {
     let off = std::mem::offset_of!(ringway_layer_shm::layout::Header, message_expiry_ms);
     expiry[off..off + 8].copy_from_slice(&(u64::MAX - 5).to_le_bytes());
     write(&headers, "regression-expiry-overflow", &expiry);
+    // The lock word holds an owner id, not a pointer: garbage there names
+    // no live owner (taken over), or the very endpoint the harness attaches
+    // (slot 0, generation 0), which must not wait for itself.
+    let lock = std::mem::offset_of!(ringway_layer_shm::layout::Header, lock);
+    for (name, word) in [
+        ("lock-garbage", 0x1234_5677u32),
+        ("lock-names-first-endpoint", 1),
+    ] {
+        let mut held = header.clone();
+        held[lock..lock + 4].copy_from_slice(&word.to_le_bytes());
+        write(&headers, name, &held);
+    }
     drop(seg);
     let _ = std::fs::remove_dir_all(&dir);
 

@@ -8,19 +8,22 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{fence, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result, SendError};
 use crate::layout::{
-    channel_state, endpoint_state, lane_state, load_name, name_eq, name_hash, store_name,
-    ChannelSlot, LANES_PER_CHANNEL, MAX_ENDPOINTS,
+    channel_state, lane_state, load_name, name_eq, name_hash, store_name, ChannelSlot,
+    LANES_PER_CHANNEL,
 };
+use crate::liveness;
+use crate::mask::{self, Mask, BITS};
 use crate::names::{self, parse_channel};
-use crate::ring::{Consumer, Producer, PushError};
-use crate::segment::{Locked, Segment, Shared};
+use crate::repair::{self, ReapReport, Slot};
+use crate::ring::{self, Consumer, Producer, PushError};
+use crate::segment::{LockMode, Locked, Segment, Shared};
 use crate::wake::{self, Bells};
-use crate::{handshake, reaper, sys};
+use crate::{handshake, sys};
 
 /// A channel resolved to its slot: valid while the slot's generation matches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -51,6 +54,16 @@ struct LaneView {
     incarnation: u32,
     /// Where we stopped reading (the lane's `head` as we stored it).
     head: u64,
+    /// We found a corrupt record in this lane and reported it; it is not
+    /// read again, only retired once the segment lock is free.
+    condemned: bool,
+}
+
+impl LaneView {
+    /// Whether this view is of lane `lane` in its incarnation `inc`.
+    fn is_of(&self, lane: usize, inc: u32) -> bool {
+        self.lane == lane as u32 + 1 && self.incarnation == inc
+    }
 }
 
 /// A receiver's saved views of a channel's lanes, by lane bit.
@@ -58,6 +71,34 @@ struct RecvView {
     /// The channel generation the views belong to.
     gen: u32,
     lanes: [LaneView; LANES_PER_CHANNEL],
+}
+
+impl RecvView {
+    /// Whether we condemned the lane listed at `bit` (see `LaneView`).
+    fn condemned(&self, shared: &Shared, bit: u32, lane: usize) -> bool {
+        let v = &self.lanes[bit as usize];
+        v.condemned
+            && v.is_of(
+                lane,
+                shared
+                    .lane_slot(lane)
+                    .meta
+                    .incarnation
+                    .load(Ordering::Relaxed),
+            )
+    }
+}
+
+/// How far a channel's consumer has got, for a supervisor's heartbeat
+/// ([`Endpoint::progress`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Records the channel's consumers have taken out of it since it was
+    /// created (delivered or dropped as expired). A consumer that stops
+    /// taking while `queued` is not 0 is stuck.
+    pub taken: u64,
+    /// Records waiting in the channel now, over all its lanes.
+    pub queued: u64,
 }
 
 /// A message held back for a process-specific channel name other than the one
@@ -119,34 +160,18 @@ pub struct Endpoint {
     /// Busy-wait iterations `receive` spends before sleeping (0: sleep at once).
     /// Spinning trades a core for latency; see `bench/README.md`.
     pub spin: u32,
+    /// Whether operations that need the segment lock wait for it (see
+    /// `set_lock_wait`).
+    lock_wait: bool,
 }
 
 impl Segment {
     /// Attaches a new endpoint (for this thread) to the segment.
+    /// Attaching takes no lock: it claims a free endpoint slot with a CAS.
+    /// Fails with `TableFull("endpoint")` when all
+    /// [`MAX_ENDPOINTS`](crate::MAX_ENDPOINTS) are attached.
     pub fn endpoint(&self) -> Result<Endpoint> {
-        let shared = &self.shared;
-        let pid = std::process::id();
-        let start = sys::process_start_time(pid)
-            .ok_or_else(|| Error::io("reading /proc/self/stat", std::io::Error::last_os_error()))?;
-        let (idx, gen) = {
-            let _g = shared.lock()?;
-            let free = (0..MAX_ENDPOINTS)
-                .find(|&i| shared.endpoint(i).state.load(Ordering::Relaxed) == endpoint_state::FREE)
-                .ok_or(Error::TableFull("endpoint"))?;
-            let slot = shared.endpoint(free);
-            slot.pid.store(pid, Ordering::Relaxed);
-            slot.start_time.store(start, Ordering::Relaxed);
-            slot.has_bell.store(0, Ordering::Relaxed);
-            // Release: the fields above are visible to lock-free readers that
-            // see ACTIVE (the reaper reads them under the lock anyway).
-            slot.state.store(endpoint_state::ACTIVE, Ordering::Release);
-            (free as u32, slot.generation.load(Ordering::Relaxed))
-        };
-        shared.header().attach_epoch.fetch_add(1, Ordering::Relaxed);
-        // Tell a running reaper to watch the new process.
-        if let Ok(fd) = sys::open_fifo(&wake::reaper_bell_path(shared.path()), false) {
-            let _ = sys::ring_bell(fd.as_raw_fd());
-        }
+        let (idx, gen) = self.shared.attach()?;
         Ok(Endpoint {
             seg: self.clone(),
             idx,
@@ -164,6 +189,7 @@ impl Segment {
             pending: Vec::new(),
             pending_flag: Vec::new(),
             spin: 0,
+            lock_wait: true,
         })
     }
 }
@@ -181,6 +207,36 @@ impl Endpoint {
 
     fn shared(&self) -> &Shared {
         &self.seg.shared
+    }
+
+    /// Our lock id (see `liveness.rs`).
+    fn lock_id(&self) -> u32 {
+        liveness::lock_id(self.idx, self.gen)
+    }
+
+    /// Takes the segment lock as this endpoint, waiting or not as
+    /// `set_lock_wait` says.
+    fn lock(&self) -> Result<Locked<'_>> {
+        lock_as(&self.seg, self.lock_id(), self.lock_wait)
+    }
+
+    /// Whether operations that need the segment lock wait for it (`true`,
+    /// the default: up to 2 s, then [`Error::LockTimeout`]) or try it once
+    /// and fail at once with [`Error::LockBusy`] if another live endpoint
+    /// holds it (`false`).
+    ///
+    /// The lock guards table changes only: resolving a channel this endpoint
+    /// has not used yet (`channel`, `send` to a new name, `new_channel`,
+    /// `own_channel`), the first send into a channel (taking a lane),
+    /// `group_add`, `group_discard`, `group_members`, `group_send` and
+    /// `flush`. Sends and receives on channels already in use never take
+    /// it, and the housekeeping receives do (freeing a drained lane of a
+    /// dead producer, retiring a lane with a corrupt record) only ever tries
+    /// it, in either mode. A reactor thread sets `false` so that a worker
+    /// holding the lock (or stopped while holding it) cannot stall it.
+    /// Detaching (dropping the endpoint) always waits.
+    pub fn set_lock_wait(&mut self, wait: bool) {
+        self.lock_wait = wait;
     }
 
     // ----- channels -------------------------------------------------------
@@ -201,7 +257,7 @@ impl Endpoint {
             self.names.remove(ring);
         }
         let id = {
-            let g = self.shared().lock()?;
+            let g = self.lock()?;
             match find_channel(&g, ring.as_bytes()) {
                 Some(id) => id,
                 None if ring.ends_with('!') && mode != Mode::Own => {
@@ -257,10 +313,12 @@ impl Endpoint {
         }
         let me = (self.idx + 1, self.gen);
         let id = {
-            let g = self.shared().lock()?;
+            let g = self.lock()?;
             let mut found = find_channel(&g, ring.as_bytes());
             if found.is_some() {
-                reaper::sweep(&g, &mut reaper::ReapReport::default());
+                // An owner that is gone (released, or found dead by the
+                // reaper) leaves its channel to the repair.
+                repair::repair(&g, &mut ReapReport::default());
                 found = find_channel(&g, ring.as_bytes());
             }
             match found {
@@ -285,7 +343,8 @@ impl Endpoint {
     // ----- sending --------------------------------------------------------
 
     /// Sends `message` to `channel`. Never blocks: a channel at capacity
-    /// returns [`SendError::Full`] and queues nothing.
+    /// returns [`SendError::Full`] and queues nothing (wait for room with
+    /// [`Endpoint::arm_space`] or [`Endpoint::wait_space`]).
     pub fn send(&mut self, channel: &str, message: &[u8]) -> std::result::Result<(), SendError> {
         let name = parse_channel(channel)?;
         let id = self.resolve(name.ring, Mode::Use)?;
@@ -342,11 +401,7 @@ impl Endpoint {
         // bound from a cached head, re-read only when it says full; other
         // producers' lanes are read once per batch.
         let cap = u64::from(c.capacity.load(Ordering::Relaxed));
-        let others_mask = c.lane_mask.load(Ordering::Acquire) & !(1u64 << sl.bit);
-        let others: u64 = lanes_in(others_mask)
-            .filter_map(|bit| lane_at(shared, c, bit))
-            .map(|l| shared.lane(l).queued() as u64)
-            .sum();
+        let others = queued_in(shared, c, Some(sl.bit));
         let expires = match shared.message_expiry_ms {
             0 => 0,
             e => sys::monotonic_coarse_ms().saturating_add(e),
@@ -385,7 +440,7 @@ impl Endpoint {
                 }
             } else {
                 let ring = wake::notify(c);
-                if ring != 0 {
+                if !ring.is_empty() {
                     self.ring_bells(ring);
                 }
             }
@@ -413,23 +468,20 @@ impl Endpoint {
             self.pending_flag[slot as usize] = false;
             let c = self.seg.shared.channel(slot as usize);
             let ring = wake::notify(c);
-            if ring != 0 {
+            if !ring.is_empty() {
                 self.ring_bells(ring);
             }
         }
     }
 
-    fn ring_bells(&mut self, mut mask: u64) {
+    fn ring_bells(&mut self, mask: Mask) {
         let shared = &*self.seg.shared;
-        while mask != 0 {
-            let j = mask.trailing_zeros();
-            mask &= mask - 1;
-            let gen = shared
+        self.bells.ring_mask(shared.path(), mask, |j| {
+            shared
                 .endpoint(j as usize)
                 .generation
-                .load(Ordering::Relaxed);
-            self.bells.ring(shared.path(), j, gen);
-        }
+                .load(Ordering::Relaxed)
+        });
     }
 
     /// Makes sure we have a lane listed in channel `id`: a new one if we
@@ -457,20 +509,25 @@ impl Endpoint {
             self.lanes.resize_with(slot + 1, || None);
         }
         let stale = self.lanes[slot].take();
-        let shared = &*self.seg.shared;
-        let g = shared.lock()?;
+        let seg = self.seg.clone();
+        let shared = &*seg.shared;
+        let g = match lock_as(&seg, self.lock_id(), self.lock_wait) {
+            Ok(g) => g,
+            Err(e) => {
+                self.lanes[slot] = stale;
+                return Err(e);
+            }
+        };
         if let Some(old) = stale {
-            reaper::free_own_lane(&g, old.lane, self.idx);
+            repair::free_own_lane(&g, old.lane, self.idx);
         }
         if !self.is_live(id) {
             return Err(Error::NoReceiver(format!("channel slot {}", id.slot)));
         }
         let c = shared.channel(id.slot as usize);
-        let used = c.lane_mask.load(Ordering::Relaxed);
-        if used == u64::MAX {
-            return Err(Error::TableFull("producers-per-channel"));
-        }
-        let bit = (!used).trailing_zeros();
+        let bit = Mask::load(&c.lane_mask, Ordering::Relaxed)
+            .first_clear()
+            .ok_or(Error::TableFull("producers-per-channel"))?;
         let lane = match find_free_lane(shared) {
             Some(l) => l,
             None => {
@@ -484,7 +541,7 @@ impl Endpoint {
                     });
                     if gone {
                         let l = self.lanes[s].take().expect("checked");
-                        reaper::free_own_lane(&g, l.lane, self.idx);
+                        repair::free_own_lane(&g, l.lane, self.idx);
                     }
                 }
                 find_free_lane(shared).ok_or(Error::TableFull("lane"))?
@@ -501,7 +558,8 @@ impl Endpoint {
         c.lanes[bit as usize].store(lane + 1, Ordering::Relaxed);
         // Release: the lane index and the reset positions are visible to a
         // consumer that sees the bit (Acquire load of `lane_mask`).
-        c.lane_mask.fetch_or(1 << bit, Ordering::Release);
+        let (w, b) = mask::word_bit(bit);
+        c.lane_mask[w].fetch_or(b, Ordering::Release);
         drop(g);
         self.lanes[slot] = Some(SendLane {
             chan_gen: id.gen,
@@ -541,6 +599,8 @@ impl Endpoint {
 
     /// Claims the channel (normal channels) or checks ownership
     /// (process-specific ones), then pops up to `max` records through `buf`.
+    /// Once per batch that took anything: advances the channel's progress
+    /// counter and rings the producers waiting for room.
     fn pop(
         &mut self,
         id: ChannelId,
@@ -560,7 +620,8 @@ impl Endpoint {
             // claim means another receiver is popping this instant: report
             // nothing; `wait` sees the messages and does not sleep, so the
             // caller simply tries again.
-            if c.claim
+            if c.consumer
+                .claim
                 .compare_exchange(0, self.idx + 1, Ordering::Acquire, Ordering::Relaxed)
                 .is_err()
             {
@@ -586,96 +647,144 @@ impl Endpoint {
                 lanes: [LaneView::default(); LANES_PER_CHANNEL],
             })),
         };
-        let popped = pop_lanes(shared, c, view, &mut self.rr, max, buf, f);
+        let me = liveness::lock_id(self.idx, self.gen);
+        let (popped, result) = pop_lanes(shared, me, c, view, &mut self.rr, max, buf, f);
+        if popped.removed > 0 {
+            // Relaxed, and a store rather than an increment: one consumer at
+            // a time (the owner, or the claim holder, whose claim hand-over
+            // orders this), and the heartbeat reading it needs no ordering.
+            let taken = c.consumer.taken.load(Ordering::Relaxed);
+            c.consumer
+                .taken
+                .store(taken.wrapping_add(popped.removed), Ordering::Relaxed);
+        }
         if claimed {
             // Release: our head stores happen-before the next claimant's
             // Acquire CAS.
-            c.claim.store(0, Ordering::Release);
+            c.consumer.claim.store(0, Ordering::Release);
         }
-        popped
+        if popped.removed > 0 {
+            // After our head stores: one fence and a look at the waiters.
+            let waiting = wake::notify_space(c);
+            if !waiting.is_empty() {
+                self.ring_bells(waiting);
+            }
+        }
+        result.map(|()| popped.delivered)
     }
+}
+
+/// What one receive batch did.
+#[derive(Default)]
+struct Popped {
+    /// Records handed to the caller.
+    delivered: usize,
+    /// Records taken out of the lanes: delivered, or dropped as expired.
+    removed: u64,
 }
 
 /// Pops up to `max` unexpired records of `c`'s lanes through `buf`, calling
 /// `f(buf, tag_len)` for each, starting at lane bit `*rr` (round robin, so one
-/// busy producer cannot starve the others).
+/// busy producer cannot starve the others). `me` is the consumer's lock id,
+/// for the housekeeping that needs the lock (only ever tried, never waited
+/// for: left for a later call if the lock is busy).
+#[allow(clippy::too_many_arguments)]
 fn pop_lanes(
     shared: &Shared,
+    me: u32,
     c: &ChannelSlot,
     view: &mut RecvView,
     rr: &mut u32,
     max: usize,
     buf: &mut Vec<u8>,
     mut f: impl FnMut(&[u8], usize),
-) -> Result<usize> {
+) -> (Popped, Result<()>) {
+    let mut popped = Popped::default();
     // Acquire: pairs with the Release `fetch_or` in `ensure_lane`.
-    let mask = c.lane_mask.load(Ordering::Acquire);
-    if mask == 0 || max == 0 {
-        return Ok(0);
+    let mask = Mask::load(&c.lane_mask, Ordering::Acquire);
+    if mask.is_empty() || max == 0 {
+        return (popped, Ok(()));
     }
     let now = sys::monotonic_coarse_ms();
-    let mut got = 0;
-    let start = *rr;
-    for k in lanes_in(mask.rotate_right(start)) {
-        let bit = (k + start) % 64;
+    for bit in mask.iter_from(*rr) {
         let Some(lane) = lane_at(shared, c, bit) else {
             continue;
         };
         let ls = shared.lane_slot(lane);
         let v = &mut view.lanes[bit as usize];
         let inc = ls.meta.incarnation.load(Ordering::Relaxed);
+        if v.condemned && v.is_of(lane, inc) {
+            // Reported once already; nothing more is read from it.
+            if repair::retire_corrupt_lane(shared, me, c, bit, lane) {
+                *v = LaneView::default();
+            }
+            continue;
+        }
         // Relaxed: `head` is ours (or handed over through the claim's
         // Acquire); if it moved, another receiver popped, and our saved view
         // is stale.
         let head = ls.ctrl.head.load(Ordering::Relaxed);
-        let mut cons = if v.lane == lane as u32 + 1 && v.incarnation == inc && v.head == head {
+        let mut cons = if v.is_of(lane, inc) && v.head == head {
             Consumer::resume(shared.lane(lane), v.head)
         } else {
             Consumer::new(shared.lane(lane))
         };
-        let mut result = Ok(());
-        while got < max {
+        let mut corrupt = None;
+        while popped.delivered < max {
             match cons.take(buf) {
-                Ok(Some(meta)) if meta.expires_ms != 0 && meta.expires_ms <= now => {}
+                Ok(Some(meta)) if meta.expires_ms != 0 && meta.expires_ms <= now => {
+                    popped.removed += 1;
+                }
                 Ok(Some(meta)) => {
                     f(buf, meta.tag_len);
-                    got += 1;
+                    popped.delivered += 1;
+                    popped.removed += 1;
                 }
                 Ok(None) => {
                     if ls.meta.state.load(Ordering::Acquire) == lane_state::ORPHANED {
-                        // Hand the space back first: freeing checks the lane is empty.
+                        // Hand the space back first: freeing checks the lane is
+                        // empty. If the lock is busy, a later call frees it.
                         cons.release();
-                        reaper::free_drained_orphan(shared, c, bit, lane);
+                        repair::free_drained_orphan(shared, me, c, bit, lane);
                     }
                     break;
                 }
                 Err(bad) => {
-                    result = Err(Error::CorruptRecord(format!(
-                        "lane {lane}, producer endpoint {}: {} (lane retired)",
-                        ls.meta.producer.load(Ordering::Relaxed) as i64 - 1,
-                        bad.reason
-                    )));
-                    // Where its next record starts is unknowable: no one
-                    // reads this lane again; its producer moves to a new one.
-                    reaper::retire_corrupt_lane(shared, c, bit, lane);
+                    corrupt = Some(bad);
                     break;
                 }
             }
         }
         // One hand-back of the space for everything taken from this lane.
         cons.release();
-        v.head = cons.position();
-        (v.lane, v.incarnation) = (lane as u32 + 1, inc);
-        result?;
-        if got > 0 {
-            // The next call starts after the last lane that gave us something.
-            *rr = (bit + 1) % 64;
+        *v = LaneView {
+            lane: lane as u32 + 1,
+            incarnation: inc,
+            head: cons.position(),
+            condemned: false,
+        };
+        if let Some(bad) = corrupt {
+            // Where its next record starts is unknowable: no one reads this
+            // lane again; its producer moves to a new one. Reported once: if
+            // the lock is busy, the lane stays condemned until a later call
+            // retires it.
+            v.condemned = !repair::retire_corrupt_lane(shared, me, c, bit, lane);
+            let err = Error::CorruptRecord(format!(
+                "lane {lane}, producer endpoint {}: {} (lane retired)",
+                ls.meta.producer.load(Ordering::Relaxed) as i64 - 1,
+                bad.reason
+            ));
+            return (popped, Err(err));
         }
-        if got == max {
+        if popped.delivered > 0 {
+            // The next call starts after the last lane that gave us something.
+            *rr = (bit + 1) % BITS;
+        }
+        if popped.delivered == max {
             break;
         }
     }
-    Ok(got)
+    (popped, Ok(()))
 }
 
 impl Endpoint {
@@ -754,8 +863,9 @@ impl Endpoint {
     pub fn wait(&mut self, id: ChannelId, timeout: Option<Duration>) {
         let shared = &*self.seg.shared;
         let c = shared.channel(id.slot as usize);
+        let view = self.view(id);
         for _ in 0..self.spin {
-            if has_messages(shared, c) {
+            if has_messages(shared, c, view) {
                 return;
             }
             std::hint::spin_loop();
@@ -763,9 +873,17 @@ impl Endpoint {
         handshake::sleep_unless(
             &c.wake.epoch,
             &c.wake.sleepers,
-            || has_messages(shared, c) || !self.is_live(id),
+            || has_messages(shared, c, view) || !self.is_live(id),
             |e| sys::futex_wait(&c.wake.epoch, e, timeout),
         );
+    }
+
+    /// Our receiver's view of channel `id`, if we have one.
+    fn view(&self, id: ChannelId) -> Option<&RecvView> {
+        self.views
+            .get(id.slot as usize)
+            .and_then(|v| v.as_deref())
+            .filter(|v| v.gen == id.gen)
     }
 
     // ----- file-descriptor wake-ups ---------------------------------------
@@ -801,15 +919,85 @@ impl Endpoint {
         let id = self.resolve(name.ring, Mode::Use)?;
         let shared = &*self.seg.shared;
         let c = shared.channel(id.slot as usize);
-        let bit = 1u64 << self.idx;
-        c.wake.fd_waiters.fetch_or(bit, Ordering::SeqCst);
-        // SeqCst fence: pairs with the producer's fence in `wake::notify`.
-        fence(Ordering::SeqCst);
-        if has_messages(shared, c) {
-            c.wake.fd_waiters.fetch_and(!bit, Ordering::Relaxed);
+        let view = self.view(id);
+        let (w, bit) = mask::word_bit(self.idx);
+        // The fence in `arm` pairs with the producer's in `wake::notify`.
+        Ok(handshake::arm(&c.wake.fd_waiters[w], bit, || {
+            has_messages(shared, c, view)
+        }))
+    }
+
+    /// Asks to be woken through [`Endpoint::wait_fd`] when the consumer of
+    /// channel `id` hands back space (after [`SendError::Full`]). Returns
+    /// `true` if the channel has room now (then nothing is armed: send
+    /// again instead of waiting). Room means the channel is under its
+    /// capacity and this endpoint's lane in it has space for a record of
+    /// the segment's largest message.
+    ///
+    /// The consumer rings the doorbell once per receive batch that frees
+    /// something, so a wake-up means room may be there, not that it is: send
+    /// again, and arm again if it is still full. The doorbell is the one
+    /// [`Endpoint::arm`] uses; after draining it, re-arm whatever else was
+    /// armed (`arm` reports messages that arrived meanwhile).
+    pub fn arm_space(&mut self, id: ChannelId) -> Result<bool> {
+        self.wait_fd()?;
+        if !self.is_live(id) {
+            return Err(Error::NoReceiver(format!("channel slot {}", id.slot)));
+        }
+        let shared = &*self.seg.shared;
+        let c = shared.channel(id.slot as usize);
+        let lane = self
+            .lanes
+            .get_mut(id.slot as usize)
+            .and_then(Option::as_mut);
+        let (w, bit) = mask::word_bit(self.idx);
+        // The fence in `arm` pairs with the consumer's in `wake::notify_space`.
+        Ok(handshake::arm(&c.wake.space_waiters[w], bit, || {
+            has_room(shared, c, id, lane)
+        }))
+    }
+
+    /// Blocks until the consumer of channel `id` hands back space, or the
+    /// timeout passes (`None`: no limit): [`Endpoint::arm_space`], then a
+    /// `poll` on the doorbell. Returns `true` if the channel had room or
+    /// the doorbell rang (send again), `false` at the timeout. For threads;
+    /// an event loop arms and watches [`Endpoint::wait_fd`] itself.
+    pub fn wait_space(&mut self, id: ChannelId, timeout: Option<Duration>) -> Result<bool> {
+        if self.arm_space(id)? {
             return Ok(true);
         }
-        Ok(false)
+        let fd = self.wait_fd()?;
+        let ms = timeout.map_or(-1, |t| {
+            t.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32
+        });
+        let rung =
+            sys::poll_readable(&[fd], ms).map_err(|e| Error::io("waiting on the doorbell", e))?[0];
+        if rung {
+            self.drain_bell();
+        } else {
+            // Nobody rang: withdraw, so a later batch rings no one for us.
+            let (w, bit) = mask::word_bit(self.idx);
+            self.shared().channel(id.slot as usize).wake.space_waiters[w]
+                .fetch_and(!bit, Ordering::Relaxed);
+        }
+        Ok(rung)
+    }
+
+    /// How far channel `id`'s consumer has got: the records it has taken
+    /// and those waiting. Lock-free, any endpoint may ask; `None` if the
+    /// channel is gone. A supervisor that sees `taken` stand still while
+    /// `queued` is not 0 knows the consumer has stopped taking messages.
+    pub fn progress(&self, id: ChannelId) -> Option<Progress> {
+        if !self.is_live(id) {
+            return None;
+        }
+        let shared = self.shared();
+        let c = shared.channel(id.slot as usize);
+        Some(Progress {
+            // Relaxed: a counter, read for its value only.
+            taken: c.consumer.taken.load(Ordering::Relaxed),
+            queued: queued_in(shared, c, None),
+        })
     }
 
     /// Empties the doorbell after it became readable.
@@ -826,7 +1014,7 @@ impl Endpoint {
         names::check_group(group)?;
         parse_channel(channel)?;
         let shared = &*self.seg.shared;
-        let g = shared.lock()?;
+        let g = self.lock()?;
         let now = sys::monotonic_ms();
         let expires = now.saturating_add(shared.group_expiry_ms);
         let hash = name_hash(group.as_bytes());
@@ -867,7 +1055,7 @@ impl Endpoint {
         names::check_group(group)?;
         parse_channel(channel)?;
         let shared = &*self.seg.shared;
-        let _g = shared.lock()?;
+        let _g = self.lock()?;
         let hash = name_hash(group.as_bytes());
         for i in 0..shared.geo.members as usize {
             let m = shared.member(i);
@@ -882,7 +1070,7 @@ impl Endpoint {
     pub fn group_members(&mut self, group: &str) -> Result<Vec<String>> {
         names::check_group(group)?;
         let shared = &*self.seg.shared;
-        let _g = shared.lock()?;
+        let _g = self.lock()?;
         let now = sys::monotonic_ms();
         let hash = name_hash(group.as_bytes());
         let mut out = Vec::new();
@@ -930,15 +1118,16 @@ impl Endpoint {
     /// (the spec's `flush`, used between tests). Call it only while no other
     /// endpoint is sending or receiving.
     pub fn flush(&mut self) -> Result<()> {
-        let shared = &*self.seg.shared;
-        let g = shared.lock()?;
+        let seg = self.seg.clone();
+        let shared = &*seg.shared;
+        let g = lock_as(&seg, self.lock_id(), self.lock_wait)?;
         for i in 0..shared.geo.channels as usize {
             if shared.channel(i).state.load(Ordering::Relaxed) == channel_state::ACTIVE {
-                reaper::free_channel(&g, i as u32);
+                repair::free_channel(&g, i as u32);
             }
         }
         for l in self.lanes.drain(..).flatten() {
-            reaper::free_own_lane(&g, l.lane, self.idx);
+            repair::free_own_lane(&g, l.lane, self.idx);
         }
         self.views.clear();
         for i in 0..shared.geo.members as usize {
@@ -954,22 +1143,24 @@ impl Drop for Endpoint {
     fn drop(&mut self) {
         self.flush_wakeups();
         let shared = &*self.seg.shared;
-        if let Ok(g) = shared.lock() {
-            reaper::release_endpoint(&g, self.idx, self.gen, &mut reaper::ReapReport::default());
-        }
+        // Always waits, whatever `set_lock_wait` says. If the lock cannot be
+        // had, the endpoint stays attached until its process exits (then
+        // the reaper releases it).
+        let Ok(g) = repair::lock(shared, self.lock_id(), LockMode::Wait) else {
+            return;
+        };
+        repair::release_endpoint(
+            &g,
+            self.idx,
+            self.gen,
+            &mut ReapReport::default(),
+            Slot::Keep,
+        );
+        // Unlock before freeing the slot: a locker that found the lock held
+        // by a freed slot would take it over.
+        drop(g);
+        shared.detach(self.idx, self.gen);
     }
-}
-
-/// Bits set in `mask`, lowest first.
-fn lanes_in(mut mask: u64) -> impl Iterator<Item = u32> {
-    std::iter::from_fn(move || {
-        if mask == 0 {
-            return None;
-        }
-        let b = mask.trailing_zeros();
-        mask &= mask - 1;
-        Some(b)
-    })
 }
 
 /// The lane index listed at `bit` of a channel, if it is in range.
@@ -979,11 +1170,61 @@ fn lane_at(shared: &Shared, c: &ChannelSlot, bit: u32) -> Option<usize> {
     (1..=shared.geo.lanes as usize).contains(&l).then(|| l - 1)
 }
 
-/// Whether any lane of the channel holds a record.
-fn has_messages(shared: &Shared, c: &ChannelSlot) -> bool {
-    lanes_in(c.lane_mask.load(Ordering::Acquire))
+/// Takes the segment lock as lock id `me`, waiting for it or not.
+fn lock_as(seg: &Segment, me: u32, wait: bool) -> Result<Locked<'_>> {
+    let mode = if wait { LockMode::Wait } else { LockMode::Try };
+    repair::lock(&seg.shared, me, mode)
+}
+
+/// Whether any lane of the channel holds a record, leaving out lanes the
+/// receiver whose view this is has condemned (their corrupt record would
+/// look like a message forever).
+fn has_messages(shared: &Shared, c: &ChannelSlot, view: Option<&RecvView>) -> bool {
+    // Acquire: pairs with the Release `fetch_or` in `ensure_lane`.
+    Mask::load(&c.lane_mask, Ordering::Acquire)
+        .iter()
+        .filter_map(|bit| Some((bit, lane_at(shared, c, bit)?)))
+        .filter(|&(bit, l)| !view.is_some_and(|v| v.condemned(shared, bit, l)))
+        .any(|(_, l)| shared.lane(l).has_record())
+}
+
+/// Records queued in the channel's lanes, leaving out the lane at `skip`.
+fn queued_in(shared: &Shared, c: &ChannelSlot, skip: Option<u32>) -> u64 {
+    // Acquire: pairs with the Release `fetch_or` in `ensure_lane`.
+    Mask::load(&c.lane_mask, Ordering::Acquire)
+        .iter()
+        .filter(|&bit| Some(bit) != skip)
         .filter_map(|bit| lane_at(shared, c, bit))
-        .any(|l| shared.lane(l).has_record())
+        .map(|l| shared.lane(l).queued() as u64)
+        .sum()
+}
+
+/// Whether a producer with lane `lane` (its saved positions, if it has one)
+/// could send a message of the largest size to channel `id` now: the channel
+/// is under its capacity and the lane has room. A lane of an earlier use of
+/// the slot, or one the receiver retired, does not count: the next send
+/// takes a fresh one. Re-reads the lane's `head`.
+fn has_room(shared: &Shared, c: &ChannelSlot, id: ChannelId, lane: Option<&mut SendLane>) -> bool {
+    let cap = u64::from(c.capacity.load(Ordering::Relaxed));
+    let lane = lane.filter(|sl| {
+        sl.chan_gen == id.gen
+            && shared
+                .lane_slot(sl.lane as usize)
+                .meta
+                .state
+                .load(Ordering::Relaxed)
+                == lane_state::ACTIVE
+    });
+    let Some(sl) = lane else {
+        return queued_in(shared, c, None) < cap;
+    };
+    let others = queued_in(shared, c, Some(sl.bit));
+    let mut p = Producer::resume(shared.lane(sl.lane as usize), sl.tail, sl.head);
+    // Acquire load of `head` inside: pairs with the consumer's Release store.
+    let fits = p.has_room(ring::MAX_TAG, shared.geo.max_message as usize);
+    let ours = p.len_upper_bound();
+    (sl.tail, sl.head) = p.positions();
+    fits && ours + others < cap
 }
 
 fn member_is(m: &crate::layout::MemberSlot, hash: u64, group: &str, channel: &str) -> bool {
@@ -1045,9 +1286,22 @@ fn create_channel(g: &Locked<'_>, ring: &[u8], owner: Option<(u32, u32)>) -> Res
     for l in &c.lanes {
         l.store(0, Ordering::Relaxed);
     }
-    c.lane_mask.store(0, Ordering::Relaxed);
-    c.claim.store(0, Ordering::Relaxed);
-    c.wake.fd_waiters.store(0, Ordering::Relaxed);
+    for w in c
+        .lane_mask
+        .iter()
+        .chain(&c.wake.fd_waiters)
+        .chain(&c.wake.space_waiters)
+    {
+        w.store(0, Ordering::Relaxed);
+    }
+    // A consumer that died asleep left its count behind: every producer
+    // would pay a futex wake per send for ever. No live consumer can still
+    // be counted here: a channel is freed when its owner, its only
+    // receiver, detaches (not asleep then) or is found dead, or by `flush`
+    // (called while no one receives).
+    c.wake.sleepers.store(0, Ordering::Relaxed);
+    c.consumer.claim.store(0, Ordering::Relaxed);
+    c.consumer.taken.store(0, Ordering::Relaxed);
     // Release, last: lock-free readers that see ACTIVE see the fields above
     // (pairs with the Acquire load in `Endpoint::is_live`).
     c.state.store(channel_state::ACTIVE, Ordering::Release);

@@ -63,6 +63,21 @@ pub enum Error {
     /// The segment lock was not acquired in time: another process holds it and
     /// does not let go. The operation did nothing; it may be retried.
     LockTimeout,
+    /// The segment lock is held by another live endpoint and this endpoint
+    /// does not wait for it ([`crate::Endpoint::set_lock_wait`]). Nothing
+    /// was done; retry later (a reactor: on a later turn of its loop).
+    LockBusy,
+    /// The directory's filesystem (a tmpfs: `/dev/shm`) has no room for the
+    /// segment. Nothing was created. Make the segment smaller (fewer or
+    /// smaller lanes), give the tmpfs more room, or use another directory.
+    NoSpace {
+        /// Where the segment was to be created.
+        dir: PathBuf,
+        /// The segment's size ([`crate::Config::segment_size`]).
+        needed: u64,
+        /// What the filesystem had available.
+        available: u64,
+    },
 }
 
 /// Why a send failed. The caller still owns the message.
@@ -119,8 +134,31 @@ impl fmt::Display for Error {
             }
             Error::CorruptRecord(why) => write!(f, "rejected a corrupt record: {why}"),
             Error::LockTimeout => write!(f, "timed out waiting for the segment lock"),
+            Error::LockBusy => write!(
+                f,
+                "the segment lock is held by another process; nothing was done, retry later"
+            ),
+            Error::NoSpace {
+                dir,
+                needed,
+                available,
+            } => write!(
+                f,
+                "the channel layer's segment needs {needed} bytes ({}) in {} but only {available} bytes ({}) are available there: \
+                 use fewer or smaller lanes, give the tmpfs more room (for Docker: docker run --shm-size=...; \
+                 for Kubernetes: an emptyDir volume with medium: Memory and a sizeLimit mounted at /dev/shm), \
+                 or create the segment in another directory",
+                mib(*needed),
+                dir.display(),
+                mib(*available),
+            ),
         }
     }
+}
+
+/// A byte count in MiB, for messages.
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
 impl std::error::Error for Error {

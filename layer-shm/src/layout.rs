@@ -1,7 +1,7 @@
 //! The shared-memory layout: a `#[repr(C)]` header followed by fixed tables.
 //!
 //! ```text
-//! offset 0            Header (magic, version, geometry, region offsets, lock)
+//! offset 0            Header (magic, version, geometry, region offsets, lock word)
 //! endpoints_off       [EndpointSlot; MAX_ENDPOINTS]   who is attached
 //! channels_off        [ChannelSlot; channels]         named rings and their wake words
 //! lane_ctrl_off       [LaneSlot; lanes]               lane positions and ownership
@@ -17,29 +17,33 @@
 //! the segment is published (geometry) are plain integers, read only through a
 //! validated copy ([`Geometry`]).
 
-use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
+use crate::lock::LockWord;
+use crate::mask::WORDS;
 use crate::ring::{self, LaneCtrl, RECORD_HEADER};
 use crate::sync::CachePadded;
 
 /// First eight bytes of every segment.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"RINGWAY\0");
 /// Bumped on every incompatible change of this file.
-pub const VERSION: u32 = 2;
-/// Distinguishes layouts that differ by architecture (the lock's size).
-pub const ARCH_TAG: u32 = (std::mem::size_of::<libc::pthread_mutex_t>() as u32)
-    | (if cfg!(target_arch = "x86_64") {
-        1 << 16
-    } else if cfg!(target_arch = "aarch64") {
-        2 << 16
-    } else {
-        0xff << 16
-    });
-/// Attached endpoints at most (bitmasks of endpoints are one `u64`).
-pub const MAX_ENDPOINTS: usize = 64;
-/// Producer lanes one channel may have at most (its lane mask is one `u64`).
-pub const LANES_PER_CHANNEL: usize = 64;
+pub const VERSION: u32 = 3;
+/// The architecture the segment was made on. Every field has the same size
+/// on x86_64 and aarch64, but the memory orderings are argued per
+/// architecture and nothing is gained by sharing a segment across them.
+pub const ARCH_TAG: u32 = if cfg!(target_arch = "x86_64") {
+    1 << 16
+} else if cfg!(target_arch = "aarch64") {
+    2 << 16
+} else {
+    0xff << 16
+};
+/// Attached endpoints at most. Endpoint bitmasks are [`WORDS`] `u64`s.
+pub const MAX_ENDPOINTS: usize = 256;
+/// Producer lanes one channel may have at most: a reactor's inbox has one
+/// per worker (and per reactor that writes to it). Its lane mask is
+/// [`WORDS`] `u64`s.
+pub const LANES_PER_CHANNEL: usize = 256;
 /// Longest channel or group name, in bytes (the Channels spec says names are
 /// shorter than 100 characters).
 pub const MAX_NAME: usize = 99;
@@ -77,12 +81,19 @@ pub mod lane_state {
     pub const DETACHED: u32 = 3;
 }
 
-/// Who is attached: one slot per [`crate::Endpoint`].
+/// Who is attached: one slot per [`crate::Endpoint`]. Claimed and freed
+/// without the segment lock (see `liveness.rs`).
 #[repr(C, align(128))]
 pub struct EndpointSlot {
-    /// One of [`endpoint_state`]. Written under the segment lock.
+    /// 0 while the slot is free; the pid of the process that claimed it
+    /// (CAS from 0) until the slot is freed. Claiming comes first, then
+    /// `pid`, `start_time`, then `state` becomes ACTIVE.
+    pub claimer: AtomicU32,
+    /// One of [`endpoint_state`]: ACTIVE is stored `Release` after the other
+    /// fields, FREE when the endpoint is released (then `claimer` is cleared).
     pub state: AtomicU32,
-    /// Bumped each time the slot is freed, so stale references are detectable.
+    /// Bumped each time the slot is freed, so stale references (a lock
+    /// owner id, a channel's owner) are detectable.
     pub generation: AtomicU32,
     /// The process the endpoint lives in.
     pub pid: AtomicU32,
@@ -93,15 +104,36 @@ pub struct EndpointSlot {
     pub start_time: AtomicU64,
 }
 
-/// The wake-up words of a channel, on their own cache line.
+/// The wake-up words of a channel, on their own cache line: read by every
+/// producer after each send and by the consumer once per receive batch,
+/// written only by those who go to sleep and those who wake them.
 #[repr(C)]
 pub struct Wake {
     /// Futex word: bumped by a producer that finds sleepers (see `wake.rs`).
     pub epoch: AtomicU32,
     /// Consumers sleeping (or about to) on `epoch`.
     pub sleepers: AtomicU32,
-    /// Endpoints waiting on their doorbell for this channel, one bit each.
-    pub fd_waiters: AtomicU64,
+    /// Endpoints waiting on their doorbell for a message in this channel,
+    /// one bit each (bit `i % 64` of word `i / 64`).
+    pub fd_waiters: [AtomicU64; WORDS],
+    /// Producers waiting on their doorbell for room in this channel (see
+    /// `Endpoint::arm_space`), one bit each.
+    pub space_waiters: [AtomicU64; WORDS],
+}
+
+/// The consumer's own line of a channel: written by whoever receives, never
+/// by producers.
+#[repr(C)]
+pub struct ConsumerLine {
+    /// Receive claim of a normal channel: 0, or the endpoint index + 1
+    /// currently popping.
+    pub claim: AtomicU32,
+    /// Alignment filler.
+    pub _reserved: u32,
+    /// Records taken out of the channel (delivered or expired) since it was
+    /// created; stored (not incremented: one consumer at a time) once per
+    /// receive batch. A supervisor's heartbeat reads it (`Endpoint::progress`).
+    pub taken: AtomicU64,
 }
 
 /// A named channel: its identity, its producer lanes, its wake-up words.
@@ -124,8 +156,9 @@ pub struct ChannelSlot {
     pub name_len: AtomicU32,
     /// Hash of the name, to skip most comparisons when searching.
     pub hash: AtomicU64,
-    /// Bit `i` set: `lanes[i]` holds a lane. Set `Release` after `lanes[i]`.
-    pub lane_mask: AtomicU64,
+    /// Bit `i` set (bit `i % 64` of word `i / 64`): `lanes[i]` holds a lane.
+    /// Set `Release` after `lanes[i]`.
+    pub lane_mask: [AtomicU64; WORDS],
     /// Lane index + 1 for each producer lane.
     pub lanes: [AtomicU32; LANES_PER_CHANNEL],
     /// The channel name (for a process-specific channel, the part up to and
@@ -133,10 +166,9 @@ pub struct ChannelSlot {
     pub name: [AtomicU64; NAME_WORDS],
     /// Wake-up words (read by every producer after each send).
     pub wake: CachePadded<Wake>,
-    /// Receive claim of a normal channel: 0, or the endpoint index + 1
-    /// currently popping. On its own line: receivers write it on every pop,
-    /// producers never read it.
-    pub claim: CachePadded<AtomicU32>,
+    /// The receive claim and the progress counter. On its own line:
+    /// receivers write it on every pop, producers never read it.
+    pub consumer: CachePadded<ConsumerLine>,
 }
 
 /// Who owns a lane and which channel lists it.
@@ -251,8 +283,9 @@ pub struct Header {
     pub attach_epoch: AtomicU32,
     /// Alignment filler.
     pub _reserved: u32,
-    /// The segment lock, guarding table changes (never the message path).
-    pub lock: CachePadded<UnsafeCell<libc::pthread_mutex_t>>,
+    /// The segment lock, guarding table changes (never the message path):
+    /// a word naming its owner endpoint and a waiter count (`lock.rs`).
+    pub lock: CachePadded<LockWord>,
 }
 
 /// The sizes a segment is made with, validated.

@@ -1,21 +1,28 @@
-//! Creating, opening and mapping a segment; typed access to its tables; the
-//! segment lock.
+//! Creating, opening and mapping a segment; typed access to its tables;
+//! attaching endpoint slots; taking the segment lock.
+//!
+//! Repairing the tables after a lock owner died is not done here: taking
+//! the lock reports the dead owner, and `repair::lock` does the rest.
 
-use std::cell::UnsafeCell;
+use std::collections::HashSet;
 use std::marker::PhantomData;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::layout::{
-    ChannelSlot, EndpointSlot, Geometry, Header, LaneSlot, Layout, MemberSlot, RuleSlot, ARCH_TAG,
-    MAGIC, MAX_ENDPOINTS, MAX_NAME, MAX_RULES, VERSION,
+    endpoint_state, ChannelSlot, EndpointSlot, Geometry, Header, LaneSlot, Layout, MemberSlot,
+    RuleSlot, ARCH_TAG, MAGIC, MAX_ENDPOINTS, MAX_NAME, MAX_RULES, VERSION,
 };
+use crate::liveness::{self, Watches};
+use crate::lock::LockWord;
 use crate::ring::{self, Lane, LaneLimits};
 use crate::sync::CachePadded;
 use crate::sys::{self, Mapping};
+use crate::wake;
 
 /// The longest message or group expiry a segment takes: ten years, far
 /// beyond any sensible setting and far from overflowing a deadline.
@@ -23,6 +30,11 @@ pub const MAX_EXPIRY_MS: u64 = 10 * 366 * 86_400_000;
 
 /// How long a table change waits for the segment lock before giving up.
 const LOCK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a waiting locker sleeps before it looks again whether the
+/// owner is still alive: an owner that dies holding the lock never wakes
+/// anyone, so this bounds how late its death is noticed.
+const LOCK_RECHECK: Duration = Duration::from_millis(10);
 
 /// What a segment is made with. The names follow `channels_redis`'s options.
 #[derive(Clone, Debug)]
@@ -35,8 +47,9 @@ pub struct Config {
     pub lanes: u32,
     /// Group membership slots.
     pub members: u32,
-    /// Bytes of each lane's data area (a power of two; the file is sparse, so
-    /// only what is written costs memory).
+    /// Bytes of each lane's data area (a power of two). The whole segment is
+    /// reserved when it is created: `lanes * lane_bytes` is most of the
+    /// memory it costs (see [`Config::segment_size`]).
     pub lane_bytes: u32,
     /// Largest message payload; larger messages are split by the caller.
     pub max_message: u32,
@@ -56,7 +69,7 @@ impl Default for Config {
         Config {
             dir: PathBuf::from("/dev/shm"),
             channels: 1024,
-            lanes: 256,
+            lanes: 128,
             members: 4096,
             lane_bytes: 256 * 1024,
             max_message: 64 * 1024,
@@ -78,17 +91,26 @@ impl Config {
             max_message: self.max_message,
         }
     }
+
+    /// The size in bytes of the segment this configuration makes: what
+    /// [`Segment::create`] reserves in [`Config::dir`] up front (tables and
+    /// `lanes * lane_bytes` of lane data). For reporting before creating.
+    pub fn segment_size(&self) -> u64 {
+        self.geometry().layout().total
+    }
 }
 
 /// Removes what creators that are no longer running left in `dir`: a server
-/// killed with SIGKILL cannot remove its segment, whose written pages stay in
-/// the tmpfs (RAM) until someone does. Removed are files named
-/// `ringway-<pid>-<hex>` and their doorbells (`<segment>.bell.*`,
-/// `<segment>.reaper`), owned by this user, whose `<pid>` is not a process
-/// now. A pid that names a live process, even an unrelated one that reused
-/// it, keeps its files: a segment someone may still use is never removed.
-/// (This assumes one pid namespace per `dir`, as a container's private
-/// `/dev/shm` is.) Returns the files removed. [`Segment::create`] calls it.
+/// killed with SIGKILL cannot remove its segment, whose pages stay in the
+/// tmpfs (RAM) until someone does. A creator holds an exclusive `flock` on
+/// its segment file for as long as it runs (the kernel drops it however the
+/// process ends), so a `ringway-<pid>-<hex>` file of this user that can be
+/// `flock`ed is stale: it is removed with its doorbells
+/// (`<segment>.bell.*`, `<segment>.reaper`). Doorbells whose segment file is
+/// gone are removed too. The pid in the name is not consulted: it means
+/// nothing across pid namespaces that share a `/dev/shm`. A file of size 0
+/// is left alone (its creator may be between creating and locking it).
+/// Returns the files removed. [`Segment::create`] calls it.
 pub fn remove_stale(dir: &Path) -> Vec<PathBuf> {
     let mut removed = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -96,35 +118,61 @@ pub fn remove_stale(dir: &Path) -> Vec<PathBuf> {
     };
     // SAFETY: plain syscall without arguments.
     let me = unsafe { libc::geteuid() };
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let Some(pid) = name.to_str().and_then(creator_pid) else {
+    let ours: Vec<(PathBuf, bool)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name();
+            let is_segment = segment_name(name.to_str()?)?;
+            let meta = e.metadata().ok()?;
+            (std::os::unix::fs::MetadataExt::uid(&meta) == me).then(|| (e.path(), is_segment))
+        })
+        .collect();
+    let mut remove = |path: &Path| {
+        if std::fs::remove_file(path).is_ok() {
+            removed.push(path.to_owned());
+        }
+    };
+    for (path, _) in ours.iter().filter(|(_, seg)| *seg) {
+        let Ok(fd) = sys::open_read(path) else {
             continue;
         };
-        let ours = std::os::unix::fs::MetadataExt::uid(&match e.metadata() {
-            Ok(m) => m,
-            Err(_) => continue,
-        }) == me;
-        if ours && pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists() {
-            let path = e.path();
-            if std::fs::remove_file(&path).is_ok() {
-                removed.push(path);
-            }
+        // Someone holds it: its creator is running.
+        if !matches!(sys::flock_exclusive(&fd, false), Ok(true)) {
+            continue;
+        }
+        if sys::file_size(&fd).map_or(true, |n| n == 0) {
+            continue;
+        }
+        // Unlinked while we hold the lock, so no creator can be using it.
+        remove(path);
+    }
+    for (path, _) in ours.iter().filter(|(_, seg)| !*seg) {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let segment = path.with_file_name(name.split_once('.').map_or(name, |(s, _)| s));
+        if !segment.exists() {
+            remove(path);
         }
     }
     removed
 }
 
-/// The creator's pid in a segment's (or doorbell's) file name
-/// `ringway-<pid>-<24 hex digits>[.<suffix>]`; `None` for any other name.
-fn creator_pid(name: &str) -> Option<u32> {
+/// Whether `name` is a segment's file name `ringway-<pid>-<24 hex digits>`
+/// (`Some(true)`), one of its doorbells' (`<segment>.<suffix>`,
+/// `Some(false)`), or neither (`None`).
+fn segment_name(name: &str) -> Option<bool> {
     let rest = name.strip_prefix("ringway-")?;
     let (pid, rest) = rest.split_once('-')?;
-    let hex = rest.split_once('.').map_or(rest, |(h, _)| h);
-    if hex.len() != 24 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+    let (hex, suffix) = rest
+        .split_once('.')
+        .map_or((rest, None), |(h, s)| (h, Some(s)));
+    if pid.is_empty()
+        || !pid.bytes().all(|b| b.is_ascii_digit())
+        || hex.len() != 24
+        || !hex.bytes().all(|b| b.is_ascii_hexdigit())
+    {
         return None;
     }
-    pid.parse().ok()
+    Some(suffix.is_none())
 }
 
 /// A mapped segment. Cheap to clone; the mapping lives while any clone does.
@@ -138,6 +186,20 @@ pub(crate) struct Shared {
     map: Mapping,
     path: PathBuf,
     owner: bool,
+    /// The creator's descriptor of the segment file, holding the exclusive
+    /// `flock` that tells `remove_stale` the segment is in use. Workers
+    /// never lock it.
+    _lock_fd: Option<OwnedFd>,
+    /// Endpoint slots attached through this mapping, by (index, generation):
+    /// endpoints of this process, which the reaper never releases.
+    local: Mutex<HashSet<(u32, u32)>>,
+    /// The slot this mapping takes the segment lock as outside any
+    /// `Endpoint` (the reaper's sweeps), attached on first use. The lock is
+    /// taken as it only while `watches` is locked, so by one thread at a
+    /// time.
+    housekeeper: Mutex<Option<(u32, u32)>>,
+    /// The reaper's pidfd watches (see `liveness.rs`).
+    pub(crate) watches: Mutex<Watches>,
     /// Validated copy of the header's geometry.
     pub(crate) geo: Geometry,
     layout: Layout,
@@ -187,6 +249,17 @@ impl Segment {
         }
         let layout = geo.layout();
         remove_stale(&config.dir);
+        let no_space = |available| Error::NoSpace {
+            dir: config.dir.clone(),
+            needed: layout.total,
+            available,
+        };
+        // Fail before creating anything if the space is plainly not there.
+        if let Ok(available) = sys::available_bytes(&config.dir) {
+            if available < layout.total {
+                return Err(no_space(available));
+            }
+        }
         let mut rand = [0u8; 12];
         sys::random_bytes(&mut rand).map_err(|e| Error::io("reading random bytes", e))?;
         let hex: String = rand.iter().map(|b| format!("{b:02x}")).collect();
@@ -200,12 +273,34 @@ impl Segment {
             sys::unlink(&path);
             e
         };
+        // Before the file has a size, so `remove_stale` (which leaves empty
+        // files alone) never removes a segment being created.
+        sys::flock_exclusive(&fd, true)
+            .map_err(|e| cleanup(Error::io(format!("locking {}", path.display()), e)))?;
         sys::ftruncate(&fd, layout.total).map_err(|e| {
             cleanup(Error::io(
                 format!("sizing {} to {} bytes", path.display(), layout.total),
                 e,
             ))
         })?;
+        // Reserve every page now: a tmpfs that runs out of room later would
+        // kill whoever touches a new page with SIGBUS, hours from now.
+        match sys::fallocate(&fd, layout.total) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                let available = sys::available_bytes(&config.dir).unwrap_or(0);
+                return Err(cleanup(no_space(available)));
+            }
+            // A filesystem that cannot reserve (not a tmpfs): the file stays
+            // sparse, as it would have been.
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {}
+            Err(e) => {
+                return Err(cleanup(Error::io(
+                    format!("reserving {} bytes for {}", layout.total, path.display()),
+                    e,
+                )))
+            }
+        }
         let map = Mapping::map(&fd, layout.total as usize)
             .map_err(|e| cleanup(Error::io(format!("mapping {}", path.display()), e)))?;
         let header = Header {
@@ -233,23 +328,22 @@ impl Segment {
             rules,
             attach_epoch: AtomicU32::new(0),
             _reserved: 0,
-            // SAFETY: pthread_mutex_t is plain data; it is initialised below
-            // before the segment is published.
-            lock: CachePadded(UnsafeCell::new(unsafe { std::mem::zeroed() })),
+            lock: CachePadded(LockWord::default()),
         };
         let hp = map.ptr().cast::<Header>();
         // SAFETY: the mapping is page-aligned and at least `layout.endpoints`
         // bytes long, which is at least `size_of::<Header>()`; nobody else has
         // the path yet, so nothing reads the header while we write it.
         unsafe { hp.write(header) };
-        // SAFETY: `lock` lies inside the header just written; unused so far.
-        unsafe { sys::robust::init((*hp).lock.get()) }
-            .map_err(|e| cleanup(Error::io("initialising the segment lock", e)))?;
         let seg = Segment {
             shared: Arc::new(Shared {
                 map,
                 path,
                 owner: true,
+                _lock_fd: Some(fd),
+                local: Mutex::default(),
+                housekeeper: Mutex::default(),
+                watches: Mutex::default(),
                 geo,
                 layout,
                 default_capacity: config.capacity,
@@ -303,8 +397,7 @@ impl Segment {
             )));
         }
         // SAFETY: the mapping holds a whole, aligned Header; every field is
-        // valid for any bit pattern (integers, atomics, a mutex we only use
-        // after validation).
+        // valid for any bit pattern (integers and atomics).
         let h = unsafe { &*base.cast::<Header>() };
         if h.arch != ARCH_TAG {
             return Err(Error::Architecture {
@@ -387,6 +480,10 @@ impl Segment {
                 map,
                 path,
                 owner: false,
+                _lock_fd: None,
+                local: Mutex::default(),
+                housekeeper: Mutex::default(),
+                watches: Mutex::default(),
                 geo,
                 layout,
                 rules,
@@ -446,19 +543,6 @@ impl Segment {
             st.memberships += usize::from(s.member(i).state.load(Ordering::Relaxed) == 1);
         }
         st
-    }
-
-    /// Takes the segment lock and never lets go: for tests that kill a
-    /// process while it holds the lock. Blocks forever.
-    #[doc(hidden)]
-    pub fn hold_lock_forever_for_tests(&self) -> Result<std::convert::Infallible> {
-        let g = self.shared.lock()?;
-        std::mem::forget(g);
-        println!("locked");
-        let _ = std::io::Write::flush(&mut std::io::stdout());
-        loop {
-            std::thread::park();
-        }
     }
 }
 
@@ -548,33 +632,172 @@ impl Shared {
         &self.path
     }
 
-    /// Takes the segment lock. If its previous holder died holding it, repairs
-    /// the tables first (see `reaper::sweep`).
-    pub(crate) fn lock(&self) -> Result<Locked<'_>> {
-        let m = self.header().lock.get();
-        // SAFETY: the mutex was initialised by the creator before `ready` was
-        // set, and the mapping outlives the guard (it borrows `self`).
-        match unsafe { sys::robust::lock(m, LOCK_TIMEOUT) } {
-            Ok(sys::robust::Locked::Clean) => Ok(Locked {
-                seg: self,
-                _not_send: PhantomData,
-            }),
-            Ok(sys::robust::Locked::OwnerDied) => {
-                let guard = Locked {
-                    seg: self,
-                    _not_send: PhantomData,
-                };
-                crate::reaper::sweep(&guard, &mut crate::reaper::ReapReport::default());
-                Ok(guard)
+    /// Attaches an endpoint slot for this process (without the lock; see
+    /// `liveness.rs`) and tells a running reaper to watch it.
+    pub(crate) fn attach(&self) -> Result<(u32, u32)> {
+        let pid = std::process::id();
+        let start = sys::process_start_time(pid)
+            .ok_or_else(|| Error::io("reading /proc/self/stat", std::io::Error::last_os_error()))?;
+        let (idx, gen) = liveness::claim(|i| self.endpoint(i), pid, start)
+            .ok_or(Error::TableFull("endpoint"))?;
+        self.local().insert((idx, gen));
+        self.header().attach_epoch.fetch_add(1, Ordering::Relaxed);
+        if let Ok(fd) = sys::open_fifo(&wake::reaper_bell_path(&self.path), false) {
+            let _ = sys::ring_bell(fd.as_raw_fd());
+        }
+        Ok((idx, gen))
+    }
+
+    /// Frees the slot of endpoint `idx` of this process, after its channels,
+    /// lanes and claims were given up (`repair::release_endpoint`), and
+    /// after the segment lock was unlocked if it held it: a locker that
+    /// found the lock held by a freed slot would take it over.
+    pub(crate) fn detach(&self, idx: u32, gen: u32) {
+        if self.local().remove(&(idx, gen)) {
+            liveness::free(self.endpoint(idx as usize));
+        }
+    }
+
+    /// Endpoints (index, generation) attached through this mapping.
+    pub(crate) fn local(&self) -> MutexGuard<'_, HashSet<(u32, u32)>> {
+        self.local.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The lock id this mapping takes the segment lock as outside any
+    /// endpoint, attaching a slot for it on first use.
+    pub(crate) fn housekeeper(&self) -> Result<u32> {
+        let mut hk = self.housekeeper.lock().unwrap_or_else(|e| e.into_inner());
+        let (idx, gen) = match *hk {
+            Some(id) => id,
+            None => *hk.insert(self.attach()?),
+        };
+        Ok(liveness::lock_id(idx, gen))
+    }
+
+    /// Whether the endpoint a lock id names is attached and its process
+    /// alive.
+    fn owner_live(&self, holder: u32) -> bool {
+        let Some((idx, bits)) = liveness::decode_lock_id(holder) else {
+            return false;
+        };
+        let slot = self.endpoint(idx as usize);
+        // Acquire: pairs with the Release store of ACTIVE in
+        // `liveness::claim`, so `pid` and `start_time` are the endpoint's.
+        if slot.state.load(Ordering::Acquire) != endpoint_state::ACTIVE {
+            return false;
+        }
+        let gen = slot.generation.load(Ordering::Relaxed);
+        if !liveness::gen_matches(gen, bits) {
+            return false;
+        }
+        self.local().contains(&(idx, gen))
+            || sys::process_alive(
+                slot.pid.load(Ordering::Relaxed),
+                slot.start_time.load(Ordering::Relaxed),
+            )
+    }
+
+    /// Takes the segment lock as `me` (a lock id). If its owner died holding
+    /// it, the lock is taken over and the result says so: the caller must
+    /// repair the tables (`repair::lock` does). Errors: `LockTimeout`
+    /// (`Wait`), `LockBusy` (`Try`, `Quick`).
+    pub(crate) fn lock_raw(&self, me: u32, mode: LockMode) -> Result<(Locked<'_>, TakenOver)> {
+        let lock = &self.header().lock;
+        let deadline = Instant::now() + LOCK_TIMEOUT;
+        let locked = || Locked {
+            seg: self,
+            me,
+            _not_send: PhantomData,
+        };
+        loop {
+            let holder = match lock.try_lock(me) {
+                Ok(()) => return Ok((locked(), TakenOver::default())),
+                Err(holder) => holder,
+            };
+            if mode == LockMode::Quick {
+                return Err(Error::LockBusy);
             }
-            Err(e) if e.raw_os_error() == Some(libc::ETIMEDOUT) => Err(Error::LockTimeout),
-            Err(e) => Err(Error::io("taking the segment lock", e)),
+            // Our own id cannot be a live owner: an endpoint's lock is taken
+            // by its one thread and never twice, the housekeeper's only
+            // under the `watches` mutex. It is a value no one unlocked (a
+            // scribble, or garbage in a corrupt header).
+            if holder == me || !self.owner_live(holder) {
+                if lock.take_over(holder, me) {
+                    let taken = if holder == me {
+                        // Repair, but there is no dead owner to release: the
+                        // id is ours.
+                        TakenOver {
+                            happened: true,
+                            endpoint: None,
+                        }
+                    } else {
+                        self.dead_owner(holder)
+                    };
+                    return Ok((locked(), taken));
+                }
+                // Released or taken over meanwhile: look again.
+                continue;
+            }
+            if mode == LockMode::Try {
+                return Err(Error::LockBusy);
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(Error::LockTimeout);
+            }
+            // Futex timeouts are relative and measured on CLOCK_MONOTONIC,
+            // as `Instant` is.
+            lock.wait(holder, |h| {
+                sys::futex_wait(&lock.word, h, Some(remaining.min(LOCK_RECHECK)))
+            });
+        }
+    }
+
+    /// The endpoint a dead lock owner's id names, if its slot still holds it.
+    fn dead_owner(&self, holder: u32) -> TakenOver {
+        let endpoint = liveness::decode_lock_id(holder).and_then(|(idx, bits)| {
+            let slot = self.endpoint(idx as usize);
+            let gen = slot.generation.load(Ordering::Relaxed);
+            liveness::gen_matches(gen, bits).then_some((idx, gen))
+        });
+        TakenOver {
+            happened: true,
+            endpoint,
         }
     }
 }
 
+/// How a locker waits for the segment lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LockMode {
+    /// Wait up to the lock timeout (2 s), then fail with `LockTimeout`. A
+    /// dead owner is taken over.
+    Wait,
+    /// Try once: a live owner makes it fail with `LockBusy` at once, a dead
+    /// one is taken over.
+    Try,
+    /// One CAS and nothing more (not even the owner check, which reads
+    /// `/proc`): for housekeeping that can be left for later.
+    Quick,
+}
+
+/// Whether the lock was taken over from a dead owner.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct TakenOver {
+    /// The lock was taken over: the tables must be repaired.
+    pub(crate) happened: bool,
+    /// The dead owner's endpoint (index, generation), if its slot still
+    /// holds it: released by the repair.
+    pub(crate) endpoint: Option<(u32, u32)>,
+}
+
 impl Drop for Shared {
     fn drop(&mut self) {
+        // The housekeeper slot holds nothing but itself (no channels, lanes
+        // or doorbell): freeing the slot is all there is to release.
+        if let Some((idx, gen)) = self.housekeeper.get_mut().ok().and_then(|h| h.take()) {
+            self.detach(idx, gen);
+        }
         if self.owner {
             sys::unlink(&self.path);
             crate::wake::remove_bells(&self.path);
@@ -582,16 +805,18 @@ impl Drop for Shared {
     }
 }
 
-/// Proof that the segment lock is held; unlocks on drop. Not `Send`: a pthread
-/// mutex must be unlocked by the thread that locked it.
+/// Proof that the segment lock is held; unlocks on drop. Not `Send`: the
+/// lock belongs to the endpoint that took it, which one thread uses.
 pub(crate) struct Locked<'a> {
     pub(crate) seg: &'a Shared,
+    /// Our lock id.
+    me: u32,
     _not_send: PhantomData<*const ()>,
 }
 
 impl Drop for Locked<'_> {
     fn drop(&mut self) {
-        // SAFETY: this guard exists only while this thread holds the lock.
-        unsafe { sys::robust::unlock(self.seg.header().lock.get()) };
+        let word = &self.seg.header().lock;
+        word.unlock(self.me, || sys::futex_wake_all(&word.word));
     }
 }

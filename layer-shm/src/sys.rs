@@ -100,6 +100,72 @@ pub fn ftruncate(fd: &OwnedFd, len: u64) -> io::Result<()> {
     check(unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) }).map(drop)
 }
 
+/// Reserves the blocks of the first `len` bytes of an open file
+/// (`fallocate` mode 0), so that writing them later cannot fail for want of
+/// space. On a tmpfs this allocates (and zeroes) the pages now.
+pub fn fallocate(fd: &OwnedFd, len: u64) -> io::Result<()> {
+    loop {
+        // SAFETY: plain syscall on a descriptor we own.
+        let r = unsafe { libc::fallocate(fd.as_raw_fd(), 0, 0, len as libc::off_t) };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Bytes an unprivileged user may still allocate on the filesystem holding
+/// `dir` (`statvfs`: available blocks times the fragment size).
+pub fn available_bytes(dir: &Path) -> io::Result<u64> {
+    let c = cstr(dir)?;
+    // SAFETY: `statvfs` is plain old data; all-zero is a valid value.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path and `st` a writable buffer.
+    check(unsafe { libc::statvfs(c.as_ptr(), &mut st) })?;
+    Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
+/// Takes an exclusive `flock` on an open file: waiting for it (`wait`) or
+/// not (then `Ok(false)` if someone else holds it). The lock belongs to the
+/// open file description and goes away when its last descriptor closes,
+/// which the kernel does for a process however it dies.
+pub fn flock_exclusive(fd: &OwnedFd, wait: bool) -> io::Result<bool> {
+    let op = if wait {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_EX | libc::LOCK_NB
+    };
+    loop {
+        // SAFETY: plain syscall on a descriptor we own.
+        if unsafe { libc::flock(fd.as_raw_fd(), op) } == 0 {
+            return Ok(true);
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EWOULDBLOCK) => return Ok(false),
+            _ => return Err(e),
+        }
+    }
+}
+
+/// Opens a file read-only without following a final symlink.
+pub fn open_read(path: &Path) -> io::Result<OwnedFd> {
+    let c = cstr(path)?;
+    // SAFETY: `c` is a NUL-terminated path.
+    let fd = check(unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK,
+        )
+    })?;
+    // SAFETY: `open` returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// The size of an open file.
 pub fn file_size(fd: &OwnedFd) -> io::Result<u64> {
     // SAFETY: `libc::stat` is plain old data; all-zero is a valid value.
@@ -223,6 +289,11 @@ pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// Whether a pidfd's process has exited (its pidfd is readable).
+pub fn pidfd_exited(fd: &OwnedFd) -> bool {
+    poll_readable(&[fd.as_raw_fd()], 0).is_ok_and(|r| r[0])
+}
+
 /// Waits up to `timeout_ms` (-1: forever) for any of `fds` to become readable;
 /// returns which are.
 pub fn poll_readable(fds: &[RawFd], timeout_ms: i32) -> io::Result<Vec<bool>> {
@@ -306,96 +377,5 @@ pub fn drain(fd: RawFd) {
         if n <= 0 {
             break;
         }
-    }
-}
-
-/// A process-shared, robust pthread mutex living in shared memory.
-///
-/// Robust: when its owner dies holding it, the next locker gets `EOWNERDEAD`
-/// instead of hanging, marks it consistent, and repairs what the dead owner may
-/// have left half-done (see `Segment::lock`).
-pub mod robust {
-    use std::io;
-
-    /// Initialises a mutex in place.
-    ///
-    /// # Safety
-    /// `m` must point to writable memory for a `pthread_mutex_t` that no one is
-    /// using.
-    pub unsafe fn init(m: *mut libc::pthread_mutex_t) -> io::Result<()> {
-        // SAFETY: attr is initialised by pthread_mutexattr_init before use and
-        // destroyed after; `m` is valid per this function's contract.
-        unsafe {
-            let mut attr: libc::pthread_mutexattr_t = std::mem::zeroed();
-            let mut r = libc::pthread_mutexattr_init(&mut attr);
-            if r == 0 {
-                r = libc::pthread_mutexattr_setpshared(&mut attr, libc::PTHREAD_PROCESS_SHARED);
-            }
-            if r == 0 {
-                r = libc::pthread_mutexattr_setrobust(&mut attr, libc::PTHREAD_MUTEX_ROBUST);
-            }
-            if r == 0 {
-                r = libc::pthread_mutex_init(m, &attr);
-            }
-            libc::pthread_mutexattr_destroy(&mut attr);
-            if r == 0 {
-                Ok(())
-            } else {
-                Err(io::Error::from_raw_os_error(r))
-            }
-        }
-    }
-
-    /// How a lock attempt ended.
-    pub enum Locked {
-        /// We hold the lock.
-        Clean,
-        /// We hold the lock; its previous owner died holding it. The mutex has
-        /// been marked consistent; the caller must repair the data it guards.
-        OwnerDied,
-    }
-
-    /// Locks, giving up after `timeout`.
-    ///
-    /// # Safety
-    /// `m` must point to a mutex initialised with [`init`] that stays mapped
-    /// while it is held.
-    pub unsafe fn lock(
-        m: *mut libc::pthread_mutex_t,
-        timeout: std::time::Duration,
-    ) -> io::Result<Locked> {
-        let mut now = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `now` is a valid timespec to write.
-        unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut now) };
-        let mut deadline = libc::timespec {
-            tv_sec: now.tv_sec + timeout.as_secs() as libc::time_t,
-            tv_nsec: now.tv_nsec + timeout.subsec_nanos() as libc::c_long,
-        };
-        if deadline.tv_nsec >= 1_000_000_000 {
-            deadline.tv_sec += 1;
-            deadline.tv_nsec -= 1_000_000_000;
-        }
-        // SAFETY: `m` is an initialised mutex per this function's contract.
-        match unsafe { libc::pthread_mutex_timedlock(m, &deadline) } {
-            0 => Ok(Locked::Clean),
-            libc::EOWNERDEAD => {
-                // SAFETY: we hold the mutex (EOWNERDEAD means acquired).
-                unsafe { libc::pthread_mutex_consistent(m) };
-                Ok(Locked::OwnerDied)
-            }
-            e => Err(io::Error::from_raw_os_error(e)),
-        }
-    }
-
-    /// Unlocks.
-    ///
-    /// # Safety
-    /// The calling thread must hold `m`.
-    pub unsafe fn unlock(m: *mut libc::pthread_mutex_t) {
-        // SAFETY: per this function's contract.
-        unsafe { libc::pthread_mutex_unlock(m) };
     }
 }

@@ -25,13 +25,24 @@
 //! endpoint) in place of `sleepers`; the producer clears the bits it saw and
 //! writes a byte to each of those endpoints' FIFOs. A FIFO (not an eventfd) so
 //! that any process can reach it by path without passing descriptors around.
+//!
+//! # Waiting for room
+//!
+//! The same handshake runs the other way for a producer that found a channel
+//! full (`Endpoint::arm_space`): it sets its bit in `space_waiters`, issues a
+//! `SeqCst` fence and re-checks the room (the channel's count and its own
+//! lane's space); the consumer, after its `head` stores at the end of a
+//! receive batch, issues a `SeqCst` fence and loads `space_waiters`, and
+//! rings the doorbells of the bits it takes. Either the producer's re-check
+//! sees the space or the consumer sees the bit. The consumer pays one fence
+//! and one look at the waiter words per batch, nothing per message.
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 
 use crate::layout::ChannelSlot;
+use crate::mask::Mask;
 use crate::{handshake, sys};
 
 /// Path of an endpoint's doorbell FIFO.
@@ -86,21 +97,36 @@ impl Bells {
             self.open.insert(idx, (gen, fd));
         }
     }
+
+    /// Rings every endpoint in `mask`; `gen_of(idx)` is its generation now.
+    pub(crate) fn ring_mask(&mut self, segment: &Path, mask: Mask, gen_of: impl Fn(u32) -> u32) {
+        for j in mask.iter() {
+            self.ring(segment, j, gen_of(j));
+        }
+    }
 }
 
 /// The producer's half of the handshake, after publishing to `ch`. Returns the
-/// endpoints (bitmask) whose doorbells must be rung.
+/// endpoints whose doorbells must be rung.
 #[inline]
-pub(crate) fn notify(ch: &ChannelSlot) -> u64 {
-    // Includes the SeqCst fence that also orders the `fd_waiters` load below
-    // after our publishing store; pairs with the fence in `Endpoint::arm`.
+pub(crate) fn notify(ch: &ChannelSlot) -> Mask {
+    // Includes the SeqCst fence that also orders the `fd_waiters` loads
+    // below after our publishing store; pairs with the fence in
+    // `handshake::arm` (called by `Endpoint::arm`).
     handshake::wake_sleepers(&ch.wake.epoch, &ch.wake.sleepers, || {
         sys::futex_wake_all(&ch.wake.epoch)
     });
-    let waiting = ch.wake.fd_waiters.load(Ordering::Relaxed);
-    if waiting == 0 {
-        return 0;
-    }
     // Take the bits we saw, so each arming costs at most one doorbell write.
-    ch.wake.fd_waiters.fetch_and(!waiting, Ordering::AcqRel) & waiting
+    Mask(handshake::take_armed_fenced(&ch.wake.fd_waiters))
+}
+
+/// The consumer's half of the room handshake, after handing space back to
+/// the producers of `ch` (its `head` stores): one `SeqCst` fence and a look
+/// at the space-waiter words, once per receive batch. Returns the producers
+/// whose doorbells must be rung.
+#[inline]
+pub(crate) fn notify_space(ch: &ChannelSlot) -> Mask {
+    // Pairs with the fence in `handshake::arm` (called by
+    // `Endpoint::arm_space`).
+    Mask(handshake::take_armed(&ch.wake.space_waiters))
 }

@@ -325,9 +325,64 @@ fn oversized_messages_and_bad_names_are_refused_with_the_reason() {
 }
 
 #[test]
-fn the_endpoint_table_has_a_clear_limit() {
-    let seg = Segment::create(&config()).unwrap();
-    let eps: Vec<_> = (0..64).map(|_| seg.endpoint().unwrap()).collect();
+fn two_hundred_and_fifty_six_endpoints_send_to_one_consumer_and_the_next_is_refused() {
+    use ringway_layer_shm::{LANES_PER_CHANNEL, MAX_ENDPOINTS};
+    const EACH: u32 = 20;
+    assert_eq!((MAX_ENDPOINTS, LANES_PER_CHANNEL), (256, 256));
+    let seg = Segment::create(&Config {
+        lanes: 256,
+        lane_bytes: 4096,
+        max_message: 64,
+        channel_capacity: vec![("fan.in".into(), 256 * EACH)],
+        ..config()
+    })
+    .unwrap();
+    let mut eps: Vec<_> = (0..MAX_ENDPOINTS)
+        .map(|_| seg.endpoint().unwrap())
+        .collect();
+    assert!(matches!(seg.endpoint(), Err(Error::TableFull("endpoint"))));
+    let mut rx = eps.remove(0);
+    let id = rx.channel("fan.in").unwrap();
+    // Every endpoint sends, the consumer too: 256 lanes in one channel.
+    for i in 0..EACH {
+        rx.send_id(id, b"", &[0, 0, i as u8]).unwrap();
+    }
+    let senders: Vec<_> = eps
+        .into_iter()
+        .enumerate()
+        .map(|(k, mut ep)| {
+            std::thread::Builder::new()
+                .stack_size(64 * 1024)
+                .spawn(move || {
+                    let id = ep.channel("fan.in").unwrap();
+                    let k = k as u16 + 1;
+                    for i in 0..EACH {
+                        let [a, b] = k.to_le_bytes();
+                        ep.send_id(id, b"", &[a, b, i as u8]).unwrap();
+                    }
+                    ep
+                })
+                .unwrap()
+        })
+        .collect();
+    let mut next = vec![0u32; MAX_ENDPOINTS];
+    let mut got = 0;
+    while got < MAX_ENDPOINTS as u32 * EACH {
+        let n = rx
+            .try_receive_many(id, 1000, |_, m| {
+                let k = u16::from_le_bytes([m[0], m[1]]) as usize;
+                assert_eq!(u32::from(m[2]), next[k], "endpoint {k} out of order");
+                next[k] += 1;
+            })
+            .unwrap();
+        if n == 0 {
+            rx.wait(id, Some(Duration::from_millis(100)));
+        }
+        got += n as u32;
+    }
+    assert!(next.iter().all(|&n| n == EACH), "{next:?}");
+    assert_eq!(seg.stats().lanes_active, 256);
+    let eps: Vec<_> = senders.into_iter().map(|t| t.join().unwrap()).collect();
     assert!(matches!(seg.endpoint(), Err(Error::TableFull("endpoint"))));
     drop(eps);
     assert!(
@@ -442,4 +497,71 @@ fn held_wake_ups_are_delivered_once_at_the_flush() {
     for i in 0..10u8 {
         assert_eq!(rx.try_receive(&name).unwrap(), Some(vec![i]));
     }
+}
+
+#[test]
+fn progress_counts_what_the_consumer_took_and_what_waits() {
+    use ringway_layer_shm::Progress;
+    let seg = Segment::create(&Config {
+        expiry: Duration::from_millis(100),
+        ..config()
+    })
+    .unwrap();
+    let (mut tx, mut rx, mut supervisor) = (
+        seg.endpoint().unwrap(),
+        seg.endpoint().unwrap(),
+        seg.endpoint().unwrap(),
+    );
+    rx.own_channel("worker.0!").unwrap();
+    let id = supervisor.channel("worker.0!").unwrap();
+    let progress = |s: &ringway_layer_shm::Endpoint| s.progress(id).unwrap();
+    assert_eq!(
+        progress(&supervisor),
+        Progress {
+            taken: 0,
+            queued: 0
+        }
+    );
+    for i in 0..5u8 {
+        tx.send("worker.0!r", &[i]).unwrap();
+    }
+    assert_eq!(
+        progress(&supervisor),
+        Progress {
+            taken: 0,
+            queued: 5
+        }
+    );
+    let mut got = 0;
+    while got < 2 {
+        got += usize::from(rx.try_receive("worker.0!r").unwrap().is_some());
+    }
+    assert_eq!(
+        progress(&supervisor),
+        Progress {
+            taken: 2,
+            queued: 3
+        }
+    );
+    while rx.try_receive("worker.0!r").unwrap().is_some() {}
+    assert_eq!(
+        progress(&supervisor),
+        Progress {
+            taken: 5,
+            queued: 0
+        }
+    );
+    // Records dropped as expired are taken too: the consumer is moving.
+    tx.send("worker.0!r", b"late").unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    assert_eq!(rx.try_receive("worker.0!r").unwrap(), None);
+    assert_eq!(
+        progress(&supervisor),
+        Progress {
+            taken: 6,
+            queued: 0
+        }
+    );
+    drop(rx);
+    assert_eq!(supervisor.progress(id), None, "the channel is gone");
 }

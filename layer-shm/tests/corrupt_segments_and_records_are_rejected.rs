@@ -51,7 +51,7 @@ fn a_segment_of_another_layout_version_is_refused() {
             err,
             Error::Version {
                 found: 99,
-                expected: 2
+                expected: 3
             }
         ),
         "{err}"

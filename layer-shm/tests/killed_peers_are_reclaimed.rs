@@ -3,10 +3,12 @@
 
 mod common;
 
+use std::mem::offset_of;
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::{config, eventually, parse, Peer};
+use common::{config, eventually, parse, Peer, Raw};
+use ringway_layer_shm::layout::EndpointSlot;
 use ringway_layer_shm::{Config, Error, Reaper, Segment};
 
 #[test]
@@ -68,10 +70,17 @@ fn producer_killed_mid_stream_is_reclaimed_and_the_consumer_carries_on() {
         "victim's published messages were delivered"
     );
     assert_eq!(next[1], 200_000);
+    // A drained lane is freed by a receive that finds the segment lock free
+    // (the reaper may hold it this instant): receiving again gets there.
+    assert!(eventually(Duration::from_secs(10), || {
+        assert_eq!(ep.try_receive_id(inbox, &mut buf).unwrap(), None);
+        seg.stats().lanes_orphaned == 0
+    }));
     let st = seg.stats();
+    // Ours and the reaper's own (it takes the segment lock as an endpoint).
     assert_eq!(
         (st.endpoints, st.lanes_active, st.lanes_orphaned),
-        (1, 0, 0),
+        (2, 0, 0),
         "{st:?}"
     );
     // The channel still works for a new producer.
@@ -142,4 +151,91 @@ fn process_killed_holding_the_segment_lock_does_not_wedge_anyone() {
     ep.group_add("g", "c").unwrap();
     assert_eq!(ep.group_members("g").unwrap(), vec!["c".to_owned()]);
     assert!(eventually(Duration::from_secs(5), || seg.stats().endpoints == 1));
+}
+
+#[test]
+fn a_lock_whose_owner_slot_was_reused_by_another_process_is_taken_over() {
+    let seg = Segment::create(&config()).unwrap();
+    let raw = Raw::new(&seg);
+    let path = seg.path().to_str().unwrap().to_owned();
+    let mut ep = seg.endpoint().unwrap();
+    let mut holder = Peer::spawn(&["hold-lock", &path]);
+    assert_eq!(holder.line(), "locked");
+    let owner = raw.read_u32(raw.lock_word());
+    let idx = (owner & 0x1ff) - 1;
+    holder.kill();
+    // Its slot is freed (as if released) and a new, live process attaches
+    // there: same index, next generation.
+    let field = |f| raw.endpoint(idx, f);
+    let gen = raw.read_u32(field(offset_of!(EndpointSlot, generation)));
+    raw.write_u32(field(offset_of!(EndpointSlot, generation)), gen + 1);
+    raw.write_u32(field(offset_of!(EndpointSlot, state)), 0);
+    raw.write_u32(field(offset_of!(EndpointSlot, claimer)), 0);
+    let mut newcomer = Peer::spawn(&["attach", &path]);
+    assert_eq!(newcomer.line(), "ready");
+    assert_eq!(
+        raw.read_u32(field(offset_of!(EndpointSlot, pid))),
+        newcomer.child.id(),
+        "the newcomer took the dead owner's slot"
+    );
+    assert_eq!(
+        raw.read_u32(raw.lock_word()),
+        owner,
+        "the lock is still the dead owner's"
+    );
+    // The slot is live, but not at the generation the lock names.
+    let start = Instant::now();
+    ep.group_add("g", "c").unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(seg.stats().endpoints, 2, "the newcomer is kept");
+    newcomer.finish();
+}
+
+#[test]
+fn a_lock_word_naming_the_locker_itself_is_taken_over() {
+    // Garbage in the lock word that happens to be the id the next endpoint
+    // gets (slot 0, generation 0): no one will ever unlock it.
+    let seg = Segment::create(&config()).unwrap();
+    let raw = Raw::new(&seg);
+    raw.write_u32(raw.lock_word(), 1);
+    let mut ep = seg.endpoint().unwrap();
+    assert_eq!(ep.index(), 0);
+    let start = Instant::now();
+    ep.send("q", b"x").unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+    // Taking it over did not release the endpoint itself.
+    let st = seg.stats();
+    assert_eq!((st.endpoints, st.lanes_active), (1, 1), "{st:?}");
+    assert_eq!(ep.try_receive("q").unwrap().as_deref(), Some(&b"x"[..]));
+}
+
+#[test]
+fn the_segment_lock_is_a_word_of_our_own_not_a_pthread_mutex() {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = vec![src.clone()];
+    let mut checked = 0;
+    while let Some(p) = files.pop() {
+        if p.is_dir() {
+            files.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else if p.extension().is_some_and(|e| e == "rs") {
+            let text = std::fs::read_to_string(&p).unwrap();
+            assert!(
+                !text.contains("pthread_mutex"),
+                "{} uses a pthread mutex",
+                p.display()
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 10);
+    // Two 32-bit words: the owner and the waiter count.
+    assert_eq!(std::mem::size_of::<ringway_layer_shm::lock::LockWord>(), 8);
 }

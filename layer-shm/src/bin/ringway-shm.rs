@@ -5,7 +5,13 @@
 //! ringway-shm inspect PATH
 //! ringway-shm produce PATH CHANNEL ID COUNT    send COUNT messages "ID SEQ", retrying while full
 //! ringway-shm join PATH GROUP                  add a new channel to GROUP, print it, wait on stdin
+//! ringway-shm attach PATH                      attach an endpoint, print `ready`, wait on stdin
 //! ringway-shm hold-lock PATH                   take the segment lock and hang (for crash tests)
+//! ringway-shm create DIR                       create a segment in DIR with a reaper and a doorbell,
+//!                                              print its path, wait on stdin (for crash tests)
+//! ringway-shm wait-space PATH CHANNEL          fill CHANNEL, print `waiting`, block in wait_space (10 s),
+//!                                              print `woken RESULT MS`, send once more, print `sent`
+//! ringway-shm sleep-in PATH                    own channel `sleeper!`, print `ready`, sleep receiving
 //! ringway-shm demo [PRODUCERS] [COUNT]         a live demo: producer processes into one consumer
 //! ```
 
@@ -27,7 +33,7 @@ mod cli {
 
     fn usage() -> ExitCode {
         eprintln!(
-            "usage: ringway-shm inspect PATH\n       ringway-shm produce PATH CHANNEL ID COUNT\n       ringway-shm join PATH GROUP\n       ringway-shm hold-lock PATH\n       ringway-shm demo [PRODUCERS] [COUNT]"
+            "usage: ringway-shm inspect PATH\n       ringway-shm produce PATH CHANNEL ID COUNT\n       ringway-shm join PATH GROUP\n       ringway-shm attach PATH\n       ringway-shm hold-lock PATH\n       ringway-shm create DIR\n       ringway-shm wait-space PATH CHANNEL\n       ringway-shm sleep-in PATH\n       ringway-shm demo [PRODUCERS] [COUNT]"
         );
         ExitCode::from(2)
     }
@@ -54,6 +60,10 @@ mod cli {
             ["hold-lock", path] => Segment::open(path)
                 .and_then(|s| s.hold_lock_forever_for_tests())
                 .map(drop),
+            ["create", dir] => create(dir),
+            ["attach", path] => attach(path),
+            ["wait-space", path, channel] => wait_space(path, channel),
+            ["sleep-in", path] => sleep_in(path),
             _ => return usage(),
         };
         match result {
@@ -180,6 +190,82 @@ mod cli {
         );
         println!("tables now: {:?}", seg.stats());
         Ok(())
+    }
+
+    /// Creates a segment in `dir` as the server would (with a reaper, and an
+    /// endpoint with a doorbell), prints its path, and waits for stdin to
+    /// close.
+    fn create(dir: &str) -> ringway_layer_shm::Result<()> {
+        use ringway_layer_shm::{Config, Reaper};
+        let seg = Segment::create(&Config {
+            dir: dir.into(),
+            channels: 4,
+            lanes: 4,
+            members: 4,
+            lane_bytes: 4096,
+            max_message: 1024,
+            ..Config::default()
+        })?;
+        let _reaper = Reaper::spawn(seg.clone(), |_| {})?;
+        let mut ep = seg.endpoint()?;
+        ep.wait_fd()?;
+        println!("{}", seg.path().display());
+        std::io::stdout().flush().ok();
+        let mut line = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut line);
+        Ok(())
+    }
+
+    /// Attaches an endpoint (nothing else: no lock taken), prints `ready`,
+    /// and stays attached until stdin closes.
+    fn attach(path: &str) -> ringway_layer_shm::Result<()> {
+        let seg = Segment::open(path)?;
+        let _ep = seg.endpoint()?;
+        println!("ready");
+        std::io::stdout().flush().ok();
+        let mut line = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut line);
+        Ok(())
+    }
+
+    /// Fills `channel` until it is full, prints `waiting`, waits for room
+    /// (up to 10 s), prints `woken RESULT MILLISECONDS`, sends once more
+    /// and prints `sent`.
+    fn wait_space(path: &str, channel: &str) -> ringway_layer_shm::Result<()> {
+        use std::time::{Duration, Instant};
+        let seg = Segment::open(path)?;
+        let mut ep = seg.endpoint()?;
+        let ch = ep.channel(channel)?;
+        loop {
+            match ep.send_id(ch, b"", b"fill") {
+                Ok(()) => {}
+                Err(SendError::Full) => break,
+                Err(SendError::Other(e)) => return Err(e),
+            }
+        }
+        println!("waiting");
+        std::io::stdout().flush().ok();
+        let start = Instant::now();
+        let woken = ep.wait_space(ch, Some(Duration::from_secs(10)))?;
+        println!("woken {woken} {}", start.elapsed().as_millis());
+        match ep.send_id(ch, b"", b"after") {
+            Ok(()) => println!("sent"),
+            Err(e) => println!("not sent: {e}"),
+        }
+        Ok(())
+    }
+
+    /// Owns the channel `sleeper!`, prints `ready`, and sleeps receiving
+    /// from it for ever (to be killed asleep).
+    fn sleep_in(path: &str) -> ringway_layer_shm::Result<()> {
+        let seg = Segment::open(path)?;
+        let mut ep = seg.endpoint()?;
+        ep.own_channel("sleeper!")?;
+        println!("ready");
+        std::io::stdout().flush().ok();
+        loop {
+            ep.receive("sleeper!x", None)?;
+        }
     }
 
     /// Creates a process-specific channel, adds it to `group`, prints its name,

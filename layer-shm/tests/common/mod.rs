@@ -89,3 +89,68 @@ pub fn parse(msg: &[u8]) -> (usize, u64) {
     let (id, seq) = s.split_once(' ').unwrap();
     (id.parse().unwrap(), seq.parse().unwrap())
 }
+
+/// Reads and writes words of a segment through its file, as a process that
+/// scribbles on the shared memory would (tmpfs pages are the same pages
+/// every mapping sees).
+pub struct Raw {
+    file: std::fs::File,
+    layout: ringway_layer_shm::layout::Layout,
+}
+
+impl Raw {
+    pub fn new(seg: &ringway_layer_shm::Segment) -> Raw {
+        Raw {
+            file: std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(seg.path())
+                .unwrap(),
+            layout: seg.geometry().layout(),
+        }
+    }
+
+    pub fn read_u32(&self, off: u64) -> u32 {
+        use std::os::unix::fs::FileExt;
+        let mut b = [0; 4];
+        self.file.read_exact_at(&mut b, off).unwrap();
+        u32::from_le_bytes(b)
+    }
+
+    pub fn write_u32(&self, off: u64, v: u32) {
+        use std::os::unix::fs::FileExt;
+        self.file.write_all_at(&v.to_le_bytes(), off).unwrap();
+    }
+
+    pub fn write_u64(&self, off: u64, v: u64) {
+        use std::os::unix::fs::FileExt;
+        self.file.write_all_at(&v.to_le_bytes(), off).unwrap();
+    }
+
+    /// Offset of field `field_off` of endpoint slot `i`.
+    pub fn endpoint(&self, i: u32, field_off: usize) -> u64 {
+        use ringway_layer_shm::layout::EndpointSlot;
+        self.layout.endpoints
+            + (i as usize * std::mem::size_of::<EndpointSlot>() + field_off) as u64
+    }
+
+    /// Offset of field `field_off` of channel slot `i`.
+    pub fn channel(&self, i: u32, field_off: usize) -> u64 {
+        use ringway_layer_shm::layout::ChannelSlot;
+        self.layout.channels + (i as usize * std::mem::size_of::<ChannelSlot>() + field_off) as u64
+    }
+
+    /// Offset of the segment lock's word.
+    pub fn lock_word(&self) -> u64 {
+        std::mem::offset_of!(ringway_layer_shm::layout::Header, lock) as u64
+    }
+
+    /// Channel slot `i`'s count of consumers asleep.
+    pub fn sleepers(&self, i: u32) -> u32 {
+        use ringway_layer_shm::layout::{ChannelSlot, Wake};
+        self.read_u32(self.channel(
+            i,
+            std::mem::offset_of!(ChannelSlot, wake) + std::mem::offset_of!(Wake, sleepers),
+        ))
+    }
+}
