@@ -79,9 +79,10 @@ impl Out {
             match self.ep.send_id(id, &conn.to_le_bytes(), msg) {
                 Ok(()) => return Ok(()),
                 Err(SendError::Full) => {
-                    // The reactor must be awake to drain its inbox.
+                    // The reactor must be awake to drain its inbox; it rings
+                    // our doorbell when it has made room.
                     self.ep.flush_wakeups();
-                    std::thread::yield_now();
+                    let _ = self.ep.wait_space(id, Some(Duration::from_millis(100)));
                 }
                 Err(SendError::Other(e)) => {
                     self.reactors[k] = None;

@@ -113,6 +113,10 @@ pub fn run(start: Start) {
                 }
             };
             ep.hold_wakeups(true);
+            // From here on a reactor never waits for the segment lock: a
+            // worker holding it (or stopped while holding it) must not
+            // stall the reactor. What needs the lock is retried later.
+            ep.set_lock_wait(false);
             let (shutdown_tx, mut shutdown) = watch::channel(false);
             let r = Rc::new(Reactor::new(
                 k,

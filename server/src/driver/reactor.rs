@@ -162,6 +162,12 @@ pub struct Reactor {
     owed: RefCell<VecDeque<(WorkerKey, Vec<u8>)>>,
     /// Connections waiting for room in a worker's inbox; woken by the pump.
     space_waiters: RefCell<Vec<Rc<ConnCell>>>,
+    /// Worker inboxes found full and not armed yet: the pump asks their
+    /// consumers to ring its doorbell when they make room.
+    full: RefCell<Vec<ChannelId>>,
+    /// Worker inboxes armed since the doorbell last rang: a send that finds
+    /// one of them full again waits for the ring, without a new turn.
+    armed: RefCell<Vec<ChannelId>>,
     /// The sweeper's period: deadlines are checked this often.
     pub tick: Duration,
     /// The time at the sweeper's last tick (see [`Reactor::deadline_in`]).
@@ -174,6 +180,9 @@ pub struct Reactor {
     pub conn_closed: Notify,
     /// Sends held wake-ups that the pump has not delivered yet.
     flush_scheduled: Cell<bool>,
+    /// Something for the pump besides its inbox: a newly full worker inbox
+    /// to arm, or waiters to retry (see [`Reactor::kick_pump`]).
+    kicked: Cell<bool>,
     /// The pump, while it sleeps.
     pump_waker: Cell<Option<Waker>>,
     /// To the supervisor.
@@ -185,7 +194,8 @@ pub struct Reactor {
 pub enum DispatchError {
     /// No worker is up.
     NoWorker,
-    /// Every worker that is up has a full inbox: wait for room.
+    /// Every worker that is up has a full inbox, or cannot be reached this
+    /// instant: wait for room (or a tick) and try again.
     Full,
 }
 
@@ -228,11 +238,14 @@ impl Reactor {
             conns: RefCell::new(Conns::default()),
             owed: RefCell::default(),
             space_waiters: RefCell::default(),
+            full: RefCell::default(),
+            armed: RefCell::default(),
             now: Cell::new(now),
             shutting_down: Cell::new(false),
             shutdown_tx,
             conn_closed: Notify::new(),
             flush_scheduled: Cell::new(false),
+            kicked: Cell::new(false),
             pump_waker: Cell::new(None),
             supervisor,
         }
@@ -267,7 +280,8 @@ impl Reactor {
         self.now.get() + d + self.tick
     }
 
-    /// Resolves worker `i`'s inbox if need be; `None` if it cannot be now.
+    /// Resolves worker `i`'s inbox if need be; `None` if it cannot be now
+    /// (the segment lock is busy: this reactor never waits for it).
     fn resolve(&self, ep: &mut Endpoint, wr: &mut WorkerRef) -> Option<ChannelId> {
         if wr.chan.is_none() {
             let now = Instant::now();
@@ -283,6 +297,16 @@ impl Reactor {
             }
         }
         wr.chan
+    }
+
+    /// Remembers that `chan` was full, for the pump to arm.
+    fn note_full(&self, chan: ChannelId) {
+        let mut full = self.full.borrow_mut();
+        if !full.contains(&chan) && !self.armed.borrow().contains(&chan) {
+            full.push(chan);
+            drop(full);
+            self.kick_pump();
+        }
     }
 
     /// Sends the first message of a request to the least loaded worker that
@@ -309,6 +333,9 @@ impl Reactor {
             tried[i] = true;
             let wr = &mut workers[i];
             let Some(chan) = self.resolve(&mut ep, wr) else {
+                // Not resolvable this instant (the segment lock is busy, or
+                // the worker has not taken its inbox yet): worth a retry.
+                full = true;
                 continue;
             };
             match ep.send_id(chan, b"", msg) {
@@ -321,7 +348,16 @@ impl Reactor {
                         id: wr.id,
                     });
                 }
-                Err(SendError::Full) => full = true,
+                Err(SendError::Full) => {
+                    full = true;
+                    self.note_full(chan);
+                }
+                // The first send into an inbox takes a lane, which needs the
+                // segment lock: try again soon, and another worker now.
+                Err(SendError::Other(LayerError::LockBusy)) => {
+                    full = true;
+                    wr.retry_at = Instant::now() + Duration::from_millis(20);
+                }
                 Err(SendError::Other(e)) => {
                     if !matches!(e, LayerError::NoReceiver(_)) {
                         elog!(
@@ -354,13 +390,22 @@ impl Reactor {
             ))));
         };
         let sent = self.ep.borrow_mut().send_id(chan, b"", msg);
-        match &sent {
-            Ok(()) => self.wake_later(),
+        match sent {
+            Ok(()) => {
+                self.wake_later();
+                Ok(())
+            }
             // A full inbox: make sure its worker is awake to drain it.
-            Err(SendError::Full) => self.ep.borrow_mut().flush_wakeups(),
-            Err(_) => {}
+            Err(SendError::Full) => {
+                self.ep.borrow_mut().flush_wakeups();
+                self.note_full(chan);
+                Err(SendError::Full)
+            }
+            // The segment lock is busy (a first send takes a lane): as good
+            // as full for now; the sweeper wakes waiters to try again.
+            Err(SendError::Other(LayerError::LockBusy)) => Err(SendError::Full),
+            Err(e) => Err(e),
         }
-        sent
     }
 
     /// Sends a small message that must not be lost (a disconnect, a credit)
@@ -375,24 +420,32 @@ impl Reactor {
         }
         // Behind what this worker is owed already, to keep the order.
         self.owed.borrow_mut().push_back((w, msg.to_vec()));
-        self.wake_pump();
     }
 
-    /// Registers `cell` to be woken when a worker's inbox may have room
-    /// (the pump wakes every waiter once per turn it finds work to do).
+    /// Registers `cell` to be woken when a worker's inbox may have room: when
+    /// the inbox's worker rings the pump's doorbell after taking messages
+    /// (the send that found it full noted it for the pump to arm), or at the
+    /// sweeper's next tick (a send that found the segment lock busy, or a
+    /// worker not reachable yet, has no doorbell to wait for).
     pub fn wait_for_room(&self, cell: &Rc<ConnCell>) {
         let mut waiters = self.space_waiters.borrow_mut();
         if !waiters.iter().any(|c| Rc::ptr_eq(c, cell)) {
             waiters.push(cell.clone());
         }
-        drop(waiters);
-        self.wake_pump();
     }
 
     /// Schedules one flush of the held wake-ups after the tasks that are
     /// ready now have run: the requests they send wake each worker once.
     fn wake_later(&self) {
         if !self.flush_scheduled.replace(true) {
+            self.wake_pump();
+        }
+    }
+
+    /// Makes the pump take a turn even if its doorbell is quiet: to arm a
+    /// newly full inbox, or to let waiters for room try again.
+    fn kick_pump(&self) {
+        if !self.kicked.replace(true) {
             self.wake_pump();
         }
     }
@@ -578,7 +631,9 @@ pub async fn pump(r: Rc<Reactor>) -> String {
             r.ep.borrow_mut().flush_wakeups();
         }
         let owing = !r.owed.borrow().is_empty() && r.pay_owed();
-        // Connections waiting for room try again.
+        // Connections waiting for room try again (they wait again, and note
+        // the inbox full again, if it still is).
+        let waiting = !r.space_waiters.borrow().is_empty();
         for c in r.space_waiters.borrow_mut().drain(..) {
             c.notify();
         }
@@ -607,9 +662,25 @@ pub async fn pump(r: Rc<Reactor>) -> String {
                 continue;
             }
         }
-        if owing || !r.space_waiters.borrow().is_empty() {
-            // Someone waits for room in a worker's inbox: look again after
-            // the other tasks ran.
+        // Someone waits for room in a full worker inbox: ask its worker to
+        // ring the doorbell when it takes messages; if there is room
+        // already, look again after the other tasks ran.
+        let mut room = false;
+        if owing || waiting {
+            let full = std::mem::take(&mut *r.full.borrow_mut());
+            for chan in full {
+                // A gone inbox: its waiters learn that when they retry.
+                if r.ep.borrow_mut().arm_space(chan).unwrap_or(true) {
+                    room = true;
+                } else {
+                    r.armed.borrow_mut().push(chan);
+                }
+            }
+        } else {
+            // Nobody waits for room any more.
+            r.full.borrow_mut().clear();
+        }
+        if room {
             tokio::task::yield_now().await;
             continue;
         }
@@ -619,7 +690,8 @@ pub async fn pump(r: Rc<Reactor>) -> String {
             Err(e) => return format!("arming the inbox: {e}"),
         }
         let rang = poll_fn(|cx| {
-            if r.flush_scheduled.get() || !r.space_waiters.borrow().is_empty() {
+            // Wake-ups to deliver, or a kick.
+            if r.flush_scheduled.get() || r.kicked.replace(false) {
                 return Poll::Ready(Ok(false));
             }
             match bell.poll_read_ready(cx) {
@@ -637,7 +709,8 @@ pub async fn pump(r: Rc<Reactor>) -> String {
         })
         .await;
         match rang {
-            Ok(true) => {}
+            // Replies, or room in an armed inbox (the doorbell is shared).
+            Ok(true) => r.armed.borrow_mut().clear(),
             // Wake-ups to deliver: after the tasks that are ready now.
             Ok(false) => tokio::task::yield_now().await,
             Err(e) => return format!("doorbell: {e}"),
@@ -691,6 +764,11 @@ pub async fn sweeper(r: Rc<Reactor>) {
         r.now.set(now);
         for c in r.conns.borrow().iter() {
             c.check_deadline(now);
+        }
+        // Waiters for room retry at least once a tick (a send that found
+        // the segment lock busy has no doorbell to wait for).
+        if !r.space_waiters.borrow().is_empty() || !r.owed.borrow().is_empty() {
+            r.kick_pump();
         }
     }
 }

@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ringway_layer_shm::{Config as LayerConfig, Endpoint, Reaper, Segment};
+use ringway_layer_shm::{Config as LayerConfig, Endpoint, Error as LayerError, Reaper, Segment};
 
 pub use process::{Exit, Process, WorkerCommand};
 
@@ -264,12 +264,20 @@ pub fn run(cfg: Config, command: WorkerCommand) -> Result<i32, String> {
     };
     crate::uring::check()?;
     let layer = layer_config(&cfg);
-    let seg = Segment::create(&layer).map_err(|e| {
-        format!(
-            "creating the channel layer in {}: {e} (options: --shm-dir, --lane-size {}, --workers, --reactors)",
+    let seg = Segment::create(&layer).map_err(|e| match e {
+        LayerError::NoSpace {
+            needed, available, ..
+        } => format!(
+            "the channel layer needs {} MiB of shared memory in {}, and only {} MiB are free there. \
+             Give it more (docker run --shm-size={}m, or a larger tmpfs), put it elsewhere \
+             with --shm-dir, or make it smaller: --lane-size (now {} KiB), fewer --workers or --reactors",
+            needed.div_ceil(1 << 20),
             cfg.shm_dir.display(),
-            cfg.lane_size
-        )
+            available >> 20,
+            (needed.div_ceil(1 << 20) + 16).next_multiple_of(64),
+            cfg.lane_size >> 10
+        ),
+        e => format!("creating the channel layer in {}: {e}", cfg.shm_dir.display()),
     })?;
     let segment_path = seg
         .path()
@@ -290,9 +298,11 @@ pub fn run(cfg: Config, command: WorkerCommand) -> Result<i32, String> {
         )),
         None => None,
     };
-    let ep = seg
+    let mut ep = seg
         .endpoint()
         .map_err(|e| format!("attaching the supervisor: {e}"))?;
+    // The supervisor's loop never waits for the segment lock either.
+    ep.set_lock_wait(false);
     let (sup_tx, sup_rx) = control::channel().map_err(|e| format!("eventfd: {e}"))?;
     let cfg = Arc::new(cfg);
     let mut s = Supervisor {
@@ -792,7 +802,7 @@ impl Supervisor {
             }
             let Some(inbox) = w.inbox else { continue };
             let _ = self.ep.send_id(inbox, b"", &self.msg);
-            if let Some(p) = inbox_progress(&self.ep, inbox) {
+            if let Some(p) = self.ep.progress(inbox) {
                 let hb = &mut w.heartbeat;
                 if p.queued == 0 || p.taken != hb.taken {
                     hb.taken = p.taken;
@@ -1062,18 +1072,6 @@ impl Supervisor {
         // SAFETY: ends the process at once; nothing needs to run after this.
         unsafe { libc::_exit(code) }
     }
-}
-
-/// What the heartbeat reads of a worker's inbox.
-struct Progress {
-    /// Messages taken so far (moves whenever the worker takes any).
-    taken: u64,
-    /// Messages waiting.
-    queued: u64,
-}
-
-fn inbox_progress(_ep: &Endpoint, _inbox: ringway_layer_shm::ChannelId) -> Option<Progress> {
-    None
 }
 
 /// Waits until one of `fds` is readable or `timeout` passes.

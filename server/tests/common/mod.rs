@@ -396,13 +396,20 @@ impl Load {
                             .as_bytes(),
                         );
                         match c.response(false) {
-                            Some(r) if r.status == 200 && r.body == body.as_bytes() => {
-                                ok.fetch_add(1, Ordering::Relaxed);
+                            Some(r) => {
+                                if r.status == 200 && r.body == body.as_bytes() {
+                                    ok.fetch_add(1, Ordering::Relaxed);
+                                } else {
+                                    failures.push(format!(
+                                        "{} {:?}",
+                                        r.status,
+                                        String::from_utf8_lossy(&r.body)
+                                    ));
+                                }
                                 if r.header("connection") == Some("close") {
                                     c = connect();
                                 }
                             }
-                            Some(r) => failures.push(format!("{} {:?}", r.status, String::from_utf8_lossy(&r.body))),
                             None => {
                                 failures.push("connection closed under a request".into());
                                 c = connect();
