@@ -430,6 +430,11 @@ mod tests {
         assert_eq!(std::mem::size_of::<LaneCtrl>(), 256);
         assert_eq!(std::mem::offset_of!(LaneCtrl, head), 128);
         assert_eq!(std::mem::offset_of!(ChannelSlot, wake) % 128, 0);
+        // Every word a producer reads after a send, and the consumer once
+        // per batch, on one line; the consumer's own words on another.
+        assert!(std::mem::size_of::<Wake>() <= 128);
+        assert_eq!(std::mem::offset_of!(ChannelSlot, consumer) % 128, 0);
+        assert_eq!(std::mem::size_of::<EndpointSlot>(), 128);
     }
 
     #[test]
