@@ -38,11 +38,11 @@ pub const ARCH_TAG: u32 = if cfg!(target_arch = "x86_64") {
 } else {
     0xff << 16
 };
-/// Attached endpoints at most. Endpoint bitmasks are [`WORDS`] `u64`s.
+/// Attached endpoints at most. Endpoint bitmasks are four `u64`s.
 pub const MAX_ENDPOINTS: usize = 256;
 /// Producer lanes one channel may have at most: a reactor's inbox has one
 /// per worker (and per reactor that writes to it). Its lane mask is
-/// [`WORDS`] `u64`s.
+/// four `u64`s.
 pub const LANES_PER_CHANNEL: usize = 256;
 /// Longest channel or group name, in bytes (the Channels spec says names are
 /// shorter than 100 characters).
@@ -430,6 +430,11 @@ mod tests {
         assert_eq!(std::mem::size_of::<LaneCtrl>(), 256);
         assert_eq!(std::mem::offset_of!(LaneCtrl, head), 128);
         assert_eq!(std::mem::offset_of!(ChannelSlot, wake) % 128, 0);
+        // Every word a producer reads after a send, and the consumer once
+        // per batch, on one line; the consumer's own words on another.
+        assert!(std::mem::size_of::<Wake>() <= 128);
+        assert_eq!(std::mem::offset_of!(ChannelSlot, consumer) % 128, 0);
+        assert_eq!(std::mem::size_of::<EndpointSlot>(), 128);
     }
 
     #[test]

@@ -214,6 +214,7 @@ impl Watches {
                         Err(e) => e.raw_os_error() == Some(libc::ESRCH),
                     },
                 };
+                // Acquire (the state): as above.
                 if exited
                     && slot.state.load(Ordering::Acquire) == endpoint_state::FREE
                     // Release: as in `free`; the claimer is dead, so only a

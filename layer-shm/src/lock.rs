@@ -100,12 +100,16 @@ impl LockWord {
     /// (a futex wait with a timeout does all three); the caller tries to
     /// lock again afterwards.
     pub fn wait(&self, holder: u32, sleep: impl FnOnce(u32)) {
+        // SeqCst: the waiter's announcement, ordered before the re-read by
+        // the fence below; the owner's load in `unlock` is its partner.
         self.waiters.fetch_add(1, Ordering::SeqCst);
         // SeqCst fence: pairs with the fence in `unlock`.
         fence(Ordering::SeqCst);
         if self.word.load(Ordering::Relaxed) == holder {
             sleep(holder);
         }
+        // SeqCst, as the increment (a late decrement only costs the owner
+        // a spurious wake).
         self.waiters.fetch_sub(1, Ordering::SeqCst);
     }
 }

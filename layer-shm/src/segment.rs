@@ -109,7 +109,9 @@ impl Config {
 /// (`<segment>.bell.*`, `<segment>.reaper`). Doorbells whose segment file is
 /// gone are removed too. The pid in the name is not consulted: it means
 /// nothing across pid namespaces that share a `/dev/shm`. A file of size 0
-/// is left alone (its creator may be between creating and locking it).
+/// is left alone (its creator may be between creating and locking it), and
+/// so is a file that is not a segment of layout version 3 or later (whose
+/// creators took no `flock`) while the pid in its name is a process.
 /// Returns the files removed. [`Segment::create`] calls it.
 pub fn remove_stale(dir: &Path) -> Vec<PathBuf> {
     let mut removed = Vec::new();
@@ -143,6 +145,12 @@ pub fn remove_stale(dir: &Path) -> Vec<PathBuf> {
         if sys::file_size(&fd).map_or(true, |n| n == 0) {
             continue;
         }
+        // Creators of layout versions before 3 took no `flock`: for their
+        // segments (and anything else under such a name) the pid in the
+        // name is all there is to go by, as those versions did.
+        if !flocking_layout(&fd) && creator_pid_alive(path) {
+            continue;
+        }
         // Unlinked while we hold the lock, so no creator can be using it.
         remove(path);
     }
@@ -154,6 +162,25 @@ pub fn remove_stale(dir: &Path) -> Vec<PathBuf> {
         }
     }
     removed
+}
+
+/// Whether the file is a segment of a layout whose creator holds a `flock`
+/// (version 3 on).
+fn flocking_layout(fd: &OwnedFd) -> bool {
+    let mut head = [0u8; 12];
+    sys::read_at(fd, &mut head, 0).is_ok_and(|n| n == head.len())
+        && head[..8] == MAGIC.to_le_bytes()
+        && u32::from_le_bytes(head[8..12].try_into().expect("4 bytes")) >= 3
+}
+
+/// Whether the pid in a segment's file name names a process here.
+fn creator_pid_alive(path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let pid = name
+        .strip_prefix("ringway-")
+        .and_then(|r| r.split_once('-'))
+        .map_or("", |(pid, _)| pid);
+    Path::new("/proc").join(pid).exists()
 }
 
 /// Whether `name` is a segment's file name `ringway-<pid>-<24 hex digits>`

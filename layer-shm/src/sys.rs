@@ -166,6 +166,23 @@ pub fn open_read(path: &Path) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Reads up to `buf.len()` bytes at `offset`; returns how many.
+pub fn read_at(fd: &OwnedFd, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    // SAFETY: reads into a valid, writable buffer of the given length.
+    let n = unsafe {
+        libc::pread(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            offset as libc::off_t,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
 /// The size of an open file.
 pub fn file_size(fd: &OwnedFd) -> io::Result<u64> {
     // SAFETY: `libc::stat` is plain old data; all-zero is a valid value.

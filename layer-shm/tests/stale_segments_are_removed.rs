@@ -102,22 +102,28 @@ fn a_running_creators_segment_is_kept_whatever_pid_its_name_carries() {
     let theirs = PathBuf::from(server.line());
     let theirs_renamed = dir.0.join(format!("ringway-{dead}-{}", "f".repeat(24)));
     std::fs::rename(&theirs, &theirs_renamed).unwrap();
-    // No one holds these: a file left by a creator that died, the
-    // doorbell of a segment that is gone.
+    // No one holds these: a segment left by a creator that died (its name
+    // carries a live pid, which does not matter), the doorbell of a segment
+    // that is gone, and a file of an older layout (whose creators took no
+    // flock) whose pid is dead.
     let abandoned = dir.0.join(format!("ringway-1-{}", "a".repeat(24)));
-    std::fs::write(&abandoned, b"left behind").unwrap();
+    std::fs::copy(&renamed, &abandoned).unwrap();
     let orphan_bell = dir.0.join(format!("ringway-1-{}.bell.3.0", "b".repeat(24)));
     std::fs::write(&orphan_bell, b"").unwrap();
-    // Not ours to judge: other names, and an empty file (its creator may not
-    // have locked it yet).
+    let old_dead = dir.0.join(format!("ringway-{dead}-{}", "d".repeat(24)));
+    std::fs::write(&old_dead, b"RINGWAY\0\x02\0\0\0").unwrap();
+    // Not ours to judge: other names, an empty file (its creator may not
+    // have locked it yet), and a file of an older layout whose pid lives.
     let kept = [
         format!("ringway-{dead}-notahexname"),
         "unrelated".to_owned(),
         format!("ringway-2-{}", "c".repeat(24)),
+        format!("ringway-1-{}", "e".repeat(24)),
     ];
     std::fs::write(dir.0.join(&kept[0]), b"x").unwrap();
     std::fs::write(dir.0.join(&kept[1]), b"x").unwrap();
     std::fs::write(dir.0.join(&kept[2]), b"").unwrap();
+    std::fs::write(dir.0.join(&kept[3]), b"RINGWAY\0\x02\0\0\0").unwrap();
 
     let removed = remove_stale(&dir.0);
     assert!(renamed.exists(), "our live segment was removed");
@@ -125,16 +131,16 @@ fn a_running_creators_segment_is_kept_whatever_pid_its_name_carries() {
     for f in &kept {
         assert!(dir.0.join(f).exists(), "{f} should have been kept");
     }
-    assert!(removed.contains(&abandoned), "{removed:?}");
-    assert!(removed.contains(&orphan_bell), "{removed:?}");
+    let expected = [abandoned, orphan_bell, old_dead];
+    for e in &expected {
+        assert!(removed.contains(e), "{e:?} not removed: {removed:?}");
+    }
     // Besides those, only the peer's doorbells went: they are named after
     // the path we renamed away, so their segment looks gone.
     let bells_of_theirs = format!("{}.", theirs.display());
     for r in &removed {
         assert!(
-            *r == abandoned
-                || *r == orphan_bell
-                || r.to_str().unwrap().starts_with(&bells_of_theirs),
+            expected.contains(r) || r.to_str().unwrap().starts_with(&bells_of_theirs),
             "{r:?} should have been kept"
         );
     }
