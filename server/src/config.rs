@@ -236,8 +236,8 @@ fn bytes(v: &str, name: &str) -> Result<usize, String> {
 }
 
 /// Endpoints of the server process itself besides its reactors: the
-/// supervisor's.
-pub const SERVER_ENDPOINTS: usize = 1;
+/// supervisor's and the reaper's.
+pub const SERVER_ENDPOINTS: usize = 2;
 
 /// The smallest layer message: what body chunks and responses are cut to.
 const MIN_MESSAGE: usize = 64 * 1024;
@@ -344,7 +344,7 @@ impl Config {
         if self.reactors == 0 || self.reactors + SERVER_ENDPOINTS + 2 > endpoints {
             return Err(format!(
                 "--reactors must be from 1 to {}: the channel layer has {endpoints} endpoints, \
-                 one per reactor, {SERVER_ENDPOINTS} for the supervisor, and at least two for workers",
+                 one per reactor, {SERVER_ENDPOINTS} for the supervisor and reaper, and at least two for workers",
                 endpoints - SERVER_ENDPOINTS - 2
             ));
         }
@@ -353,7 +353,7 @@ impl Config {
         if self.workers == 0 || self.workers > most {
             return Err(format!(
                 "--workers must be from 1 to {most} with --reactors {}: the channel layer has \
-                 {endpoints} endpoints, one per reactor, {SERVER_ENDPOINTS} for the supervisor, one per \
+                 {endpoints} endpoints, one per reactor, {SERVER_ENDPOINTS} for the supervisor and reaper, one per \
                  worker, and one for a replacement worker starting beside them",
                 self.reactors
             ));

@@ -765,11 +765,11 @@ pub async fn sweeper(r: Rc<Reactor>) {
         for c in r.conns.borrow().iter() {
             c.check_deadline(now);
         }
-        // Waiters for room retry at least once a tick (a send that found
-        // the segment lock busy has no doorbell to wait for).
-        if !r.space_waiters.borrow().is_empty() || !r.owed.borrow().is_empty() {
-            r.kick_pump();
-        }
+        // The pump takes a turn every tick even if its doorbell stayed
+        // quiet: waiters for room retry (a send that found the segment lock
+        // busy has no doorbell to wait for), and a wake-up a buggy worker
+        // lost (by scribbling the waiter bits) costs a tick, not a hang.
+        r.kick_pump();
     }
 }
 
