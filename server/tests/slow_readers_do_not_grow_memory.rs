@@ -86,6 +86,11 @@ fn a_slow_reader_of_a_huge_response_grows_memory_by_less_than_16_mib() {
     let peak = sampler.join().unwrap();
     let worst = others.join().unwrap();
     let growth = peak.saturating_sub(base);
+    eprintln!(
+        "server and worker: {} MiB before, peak {} MiB while the slow client read {read} bytes",
+        base >> 20,
+        peak >> 20
+    );
     assert!(read > 600_000, "the slow client read only {read} bytes");
     assert!(
         growth < 16 << 20,
