@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-use ringway_layer_shm::{ChannelId, Endpoint, Error as LayerError, SendError};
+use ringway_layer_shm::{ChannelId, Endpoint, Error as LayerError, SendError, MAX_ENDPOINTS};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::sync::{watch, Notify};
@@ -314,13 +314,15 @@ impl Reactor {
     pub fn dispatch(&self, msg: &[u8]) -> Result<WorkerKey, DispatchError> {
         let mut workers = self.workers.borrow_mut();
         let mut ep = self.ep.borrow_mut();
-        // Workers tried so far.
-        let mut tried = vec![false; workers.len()];
+        // Workers tried so far, by bit: the table never holds more entries
+        // than the layer has endpoints (Gone entries are reused).
+        let mut tried = [0u64; MAX_ENDPOINTS / 64];
+        let untried = |tried: &[u64], i: usize| tried[i / 64] & (1 << (i % 64)) == 0;
         let mut full = false;
         loop {
             let pick = |want: Serving| {
-                (0..workers.len())
-                    .filter(|&i| !tried[i] && workers[i].serving == want)
+                (0..workers.len().min(MAX_ENDPOINTS))
+                    .filter(|&i| untried(&tried, i) && workers[i].serving == want)
                     .min_by_key(|&i| workers[i].inflight)
             };
             let Some(i) = pick(Serving::Up).or_else(|| pick(Serving::Stalled)) else {
@@ -330,7 +332,7 @@ impl Reactor {
                     DispatchError::NoWorker
                 });
             };
-            tried[i] = true;
+            tried[i / 64] |= 1 << (i % 64);
             let wr = &mut workers[i];
             let Some(chan) = self.resolve(&mut ep, wr) else {
                 // Not resolvable this instant (the segment lock is busy, or
