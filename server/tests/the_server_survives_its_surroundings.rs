@@ -19,13 +19,23 @@ fn a_closed_stderr_never_stops_the_server() {
     // SAFETY: both are ours.
     let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     drop(rd);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ringway-server"))
-        .args(["--bench-worker", "echo", "--bind", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(wr))
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    /// Kills the server however the test ends.
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Killed(
+        Command::new(env!("CARGO_BIN_EXE_ringway-server"))
+            .args(["--bench-worker", "echo", "--bind", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(wr))
+            .spawn()
+            .unwrap(),
+    );
+    let mut out = std::io::BufReader::new(child.0.stdout.take().unwrap());
     let mut line = String::new();
     std::io::BufRead::read_line(&mut out, &mut line).unwrap();
     let addr = line
@@ -47,10 +57,7 @@ fn a_closed_stderr_never_stops_the_server() {
         assert!(Instant::now() < deadline, "no worker came back");
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(child.try_wait().unwrap().is_none(), "the server died");
-    // SAFETY: plain syscall.
-    unsafe { libc::kill(child.id() as i32, libc::SIGQUIT) };
-    let _ = child.wait();
+    assert!(child.0.try_wait().unwrap().is_none(), "the server died");
 }
 
 #[test]
