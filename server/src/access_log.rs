@@ -13,13 +13,13 @@
 //! are dropped and counted, and the count is reported on stderr.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-/// Lines queued for the writer thread at most.
-const QUEUE: usize = 8192;
+/// Bytes of lines queued for the writer thread at most.
+const QUEUE_BYTES: usize = 4 << 20;
 
 /// One finished request, as the log sees it.
 pub struct Entry<'a> {
@@ -46,7 +46,9 @@ pub struct Entry<'a> {
 /// Where log lines go, and how they look.
 pub struct AccessLog {
     format: String,
-    tx: SyncSender<String>,
+    tx: Sender<String>,
+    /// Bytes queued and not yet written (at most [`QUEUE_BYTES`]).
+    queued: Arc<AtomicUsize>,
     /// Lines dropped because the writer could not keep up.
     dropped: Arc<AtomicU64>,
     /// Set by [`AccessLog::reopen`]; the writer reopens before its next line.
@@ -89,10 +91,16 @@ impl AccessLog {
     /// Opens `dest` (`-` for stdout) for appending and starts the writer.
     pub fn open(dest: &str, format: &str) -> std::io::Result<AccessLog> {
         let mut out = std::io::BufWriter::new(open_dest(dest)?);
-        let (tx, rx) = mpsc::sync_channel::<String>(QUEUE);
+        let (tx, rx) = mpsc::channel::<String>();
         let dropped = Arc::new(AtomicU64::new(0));
         let reopen = Arc::new(AtomicBool::new(false));
-        let (d, again, dest) = (dropped.clone(), reopen.clone(), dest.to_owned());
+        let queued = Arc::new(AtomicUsize::new(0));
+        let (d, again, q, dest) = (
+            dropped.clone(),
+            reopen.clone(),
+            queued.clone(),
+            dest.to_owned(),
+        );
         std::thread::Builder::new()
             .name("ringway-access-log".into())
             .spawn(move || {
@@ -105,12 +113,15 @@ impl AccessLog {
                             Err(e) => crate::elog!("ringway: reopening access log {dest}: {e}"),
                         }
                     }
+                    let mut written = first.len();
                     let _ = out.write_all(first.as_bytes());
                     // Whatever queued meanwhile goes out in the same write.
                     for line in rx.try_iter() {
+                        written += line.len();
                         let _ = out.write_all(line.as_bytes());
                     }
                     let _ = out.flush();
+                    q.fetch_sub(written, Ordering::Relaxed);
                     let now = d.load(Ordering::Relaxed);
                     if now != reported {
                         crate::elog!(
@@ -124,6 +135,7 @@ impl AccessLog {
         Ok(AccessLog {
             format: format.to_owned(),
             tx,
+            queued,
             dropped,
             reopen,
         })
@@ -201,11 +213,15 @@ impl AccessLog {
     pub fn log(&self, e: &Entry<'_>) {
         let mut line = self.format(e);
         line.push('\n');
-        match self.tx.try_send(line) {
-            Ok(()) | Err(TrySendError::Disconnected(_)) => {}
-            Err(TrySendError::Full(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+        let len = line.len();
+        // Relaxed: a byte budget, not a synchronisation.
+        if self.queued.fetch_add(len, Ordering::Relaxed) + len > QUEUE_BYTES {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if self.tx.send(line).is_err() {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
         }
     }
 }

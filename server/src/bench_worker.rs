@@ -439,6 +439,8 @@ impl Echo {
     /// | `/fake-control` | sends the reactor an untagged "shutdown" |
     /// | `/flush-layer` | deletes every channel of the layer (a bug) |
     /// | `/early-hints` | sends 103 Early Hints, then the response |
+    /// | `/many-trailers?n=N` | announces trailers, then sends N messages of them (a bug) |
+    /// | `/ignore-window?n=BYTES` | sends a body without waiting for credit (a bug) |
     fn handle(&mut self, out: &mut Out, msg: ToWorker<'_>) -> Result<(), String> {
         match msg {
             ToWorker::Request {
@@ -607,6 +609,43 @@ impl Echo {
                         wire::encode_start(&mut out.msg, route.req, 103, &link, false, None);
                         out.reply(route.reactor, route.conn)?;
                         self.respond(out, route, 200, b"final")
+                    }
+                    "/many-trailers" => {
+                        wire::encode_start(
+                            &mut out.msg,
+                            route.req,
+                            200,
+                            &text(),
+                            true,
+                            Some((b"body", false)),
+                        );
+                        out.reply(route.reactor, route.conn)?;
+                        let field = [(b"x-filler".to_vec(), vec![b'f'; 1000])];
+                        for _ in 0..num("n", 1000) {
+                            wire::encode_trailers(&mut out.msg, route.req, &field, true);
+                            out.reply(route.reactor, route.conn)?;
+                        }
+                        Ok(())
+                    }
+                    "/ignore-window" => {
+                        let n = num("n", 100 << 20);
+                        let len = vec![(b"content-length".to_vec(), n.to_string().into_bytes())];
+                        wire::encode_start(&mut out.msg, route.req, 200, &len, false, None);
+                        out.reply(route.reactor, route.conn)?;
+                        let chunk = [b'x'; 60 * 1024];
+                        let mut left = n;
+                        while left > 0 {
+                            let take = left.min(chunk.len());
+                            left -= take;
+                            wire::encode_response_body(
+                                &mut out.msg,
+                                route.req,
+                                &chunk[..take],
+                                left > 0,
+                            );
+                            out.reply(route.reactor, route.conn)?;
+                        }
+                        Ok(())
                     }
                     "/flush-layer" => {
                         out.ep.flush().map_err(|e| e.to_string())?;

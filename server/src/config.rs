@@ -180,7 +180,7 @@ requests and responses
   --header-timeout SECS        a request head must arrive within this (default 10; 408)
   --write-timeout SECS         drop a client whose socket takes no response bytes for this long (default 30)
   --response-window BYTES      response bytes a worker may send ahead of a slow client, per request
-                               (default 256K; at least 128K)
+                               (default 256K; at least twice the largest layer message, 128K+128)
 
 logs and files
   --access-log FILE|-          write an access log (- for stdout)

@@ -57,11 +57,14 @@ fn main() -> ExitCode {
         args: Vec::new(),
         env: vec![(bench_env::BENCH_WORKER.into(), kind.into())],
     };
-    match supervisor::run(cfg, command) {
+    let code = match supervisor::run(cfg, command) {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
             elog!("ringway-server: {e}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // The last lines say why the server stopped.
+    ringway_server::log::drain(std::time::Duration::from_secs(1));
+    code
 }

@@ -113,3 +113,31 @@ fn a_client_that_stops_reading_a_response_tells_the_app() {
     wait_outstanding(&s, 0);
     drop(stalled);
 }
+
+#[test]
+fn a_client_that_resets_its_connection_tells_the_app_at_once() {
+    let s = server(&[]);
+    let c = s.connect();
+    std::io::Write::write_all(&mut &c, b"GET /stall HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    wait_outstanding(&s, 1);
+    // SO_LINGER with a zero timeout: close() sends a reset.
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket and option of the right size.
+    unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&c),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    drop(c);
+    // Long before --timeout (30 s).
+    let t = Instant::now();
+    wait_outstanding(&s, 0);
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}

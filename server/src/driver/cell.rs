@@ -55,6 +55,8 @@ pub struct ConnCell {
     pub events: Cell<u64>,
     /// The connection task's waker (kept: notifying wakes it by reference).
     task: Cell<Option<Waker>>,
+    /// The connection is on its reactor's list of waiters for room.
+    pub waits_for_room: Cell<bool>,
 }
 
 impl ConnCell {
@@ -69,6 +71,7 @@ impl ConnCell {
             expired: Cell::new(false),
             events: Cell::new(0),
             task: Cell::new(None),
+            waits_for_room: Cell::new(false),
         }
     }
 

@@ -38,6 +38,10 @@ use crate::h1::{self, HeadParser, RequestHead, Version};
 pub const SERVER: &[u8] = b"ringway";
 /// How many bytes of the next request(s) we read ahead while one is in flight.
 pub const READ_AHEAD: usize = 64 * 1024;
+/// How long a connection closed with request bytes still coming keeps
+/// reading (and dropping) them, so the client sees the response instead of
+/// a reset (a lingering close, RFC 9112 §9.6).
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What a connection is doing; it decides what a passed deadline means.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,6 +91,9 @@ pub(super) struct Conn<F> {
     /// Reads request heads incrementally: each byte is examined a bounded
     /// number of times however the head arrives.
     heads: HeadParser,
+    /// The connection ends after a response while the client may still be
+    /// sending the request: close gracefully ([`Conn::linger`]).
+    pub linger: bool,
 }
 
 /// Serves one connection until it closes.
@@ -112,8 +119,12 @@ pub async fn serve(
         msg: Vec::new(),
         batch: Vec::new(),
         heads: HeadParser::new(),
+        linger: false,
     };
     c.run().await;
+    if c.linger && !c.rd.eof {
+        c.linger().await;
+    }
     // Closing anyway: what the read in flight may still bring is not wanted.
     drop(c);
     stream.shutdown(std::net::Shutdown::Both);
@@ -138,6 +149,28 @@ impl<F: Future<Output = ReadResult>> Conn<F> {
             if !self.request(&head).await {
                 return;
             }
+        }
+    }
+
+    /// RFC 9112 §9.6: "If a server performs an immediate close of a TCP
+    /// connection, there is a significant risk that the client will not be
+    /// able to read the last HTTP response. If the server receives additional
+    /// data from the client on a fully closed connection, such as another
+    /// request sent by the client before receiving the server's response,
+    /// the server's TCP stack will send a reset packet to the client". So:
+    /// shut down our side, then read and drop what the client still sends,
+    /// until it closes or [`LINGER`] passes.
+    async fn linger(&mut self) {
+        self.stream.shutdown(std::net::Shutdown::Write);
+        self.cell.set_deadline(Some(self.r.deadline_in(LINGER)));
+        loop {
+            let seen = self.cell.events.get();
+            let n = self.rd.input.len();
+            self.rd.input.consume(n);
+            if self.rd.eof || self.cell.expired.get() {
+                return;
+            }
+            self.wait(seen).await;
         }
     }
 
@@ -271,6 +304,7 @@ impl<F: Future<Output = ReadResult>> Conn<F> {
             ),
         }
         if let Some(status) = status_for(e) {
+            self.linger = true;
             self.wbuf.clear();
             let resp = with_date(|d| h1::encode::error_response(status, d, SERVER));
             self.wbuf.extend_from_slice(&resp);

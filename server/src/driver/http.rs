@@ -19,7 +19,7 @@ use std::future::Future;
 use std::path::PathBuf;
 
 use super::cell::{replies, Reply, WorkerKey};
-use super::conn::{Conn, Outcome, Phase, READ_AHEAD, SERVER};
+use super::conn::{Conn, Outcome, Phase, SERVER};
 use super::io::ReadResult;
 use super::reactor::DispatchError;
 use crate::asgi::scope;
@@ -139,6 +139,9 @@ impl<F: Future<Output = ReadResult>> Conn<F> {
         out: &mut Outcome,
     ) -> Result<bool, ConnError> {
         let r = self.r.clone();
+        // From here on the socket is read only so far ahead (the head was
+        // read under the head limits).
+        self.rd.limit = r.read_ahead;
         let mut body = BodyIn {
             dec: BodyDecoder::with_limits(head.body, &r.cfg.limits),
             pending: Vec::new(),
@@ -206,8 +209,11 @@ impl<F: Future<Output = ReadResult>> Conn<F> {
             }
             return Err(e);
         }
-        // A body the app never read keeps the connection from being reused.
-        Ok(x.keep_alive && x.body.dec.is_done() && x.body.pending.is_empty())
+        // A body the app never read keeps the connection from being reused
+        // (and the close lingers, so the client reads the response).
+        let body_read = x.body.dec.is_done() && x.body.pending.is_empty();
+        self.linger |= !body_read;
+        Ok(x.keep_alive && body_read)
     }
 
     /// Hands the request in `msg` to a worker, waiting for room while every
@@ -222,6 +228,9 @@ impl<F: Future<Output = ReadResult>> Conn<F> {
             }
             if self.cell.expired.get() {
                 return Err(ConnError::NoWorker);
+            }
+            if self.rd.failed {
+                return Err(ConnError::ClientGone);
             }
             self.r.wait_for_room(&self.cell);
             self.wait(seen).await;
@@ -241,6 +250,9 @@ impl<F: Future<Output = ReadResult>> Conn<F> {
             }
             if self.cell.expired.get() && self.phase == Phase::Waiting {
                 return Err(ConnError::ResponseTimeout);
+            }
+            if self.rd.failed {
+                return Err(ConnError::ClientGone);
             }
             self.r.wait_for_room(&self.cell);
             self.wait(seen).await;
@@ -363,15 +375,14 @@ impl<F: Future<Output = ReadResult>> Conn<F> {
             if self.cell.expired.get() && self.phase == Phase::Waiting {
                 return Err(ConnError::ResponseTimeout);
             }
-            // Read ahead up to READ_AHEAD, or as far as the body decoder
-            // needs to make a chunk. A client that half-closed after its
-            // request still gets its response (the end of the input only
-            // matters while the body is incomplete, in `pump_body`).
-            self.rd.limit = if x.body.needs_bytes() {
-                usize::MAX
-            } else {
-                READ_AHEAD
-            };
+            // A reset is the client gone: the app hears of it now. The end
+            // of the input is not: a client that half-closed after its
+            // request still gets its response (the end only matters while
+            // the body is incomplete, in `pump_body`). A client that closes
+            // fully is found when a write to it fails, or at --timeout.
+            if self.rd.failed {
+                return Err(ConnError::ClientGone);
+            }
             self.wait(seen).await;
         }
     }
@@ -479,6 +490,12 @@ impl<F: Future<Output = ReadResult>> Conn<F> {
                         mut fields,
                     } => {
                         fields.extend(headers.iter().map(|(k, v)| (k.to_vec(), v.to_vec())));
+                        // Kept until the last trailers message: bounded as a
+                        // request head is.
+                        let size: usize = fields.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
+                        if size > self.r.cfg.limits.request_head {
+                            return app("http.response.trailers: more trailer fields than --limit-request-head holds");
+                        }
                         if more {
                             x.resp = Resp::Trailers { enc, fields };
                             return Ok(Step::Nothing);

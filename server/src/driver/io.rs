@@ -98,6 +98,8 @@ pub struct Reader<F> {
     /// The socket reached its end (the client half-closed or closed, or the
     /// read failed): nothing more will come.
     pub eof: bool,
+    /// The read failed (a reset): the client is gone, not just done sending.
+    pub failed: bool,
     /// Reads are started while `input` holds fewer bytes than this.
     pub limit: usize,
 }
@@ -111,6 +113,7 @@ impl<F: Future<Output = ReadResult>> Reader<F> {
             spare: None,
             input: Input::default(),
             eof: false,
+            failed: false,
             limit: usize::MAX,
         }
     }
@@ -128,7 +131,11 @@ impl<F: Future<Output = ReadResult>> Reader<F> {
                 buf.clear();
                 self.spare = Some(buf);
             }
-            _ => self.eof = true,
+            Ok(_) => self.eof = true,
+            Err(_) => {
+                self.eof = true;
+                self.failed = true;
+            }
         }
     }
 
@@ -176,7 +183,10 @@ mod tests {
         assert!(rd.may_read());
         assert_eq!(rd.spare.as_ref().map(Vec::len), Some(0), "buffer kept");
         rd.complete(Ok(0), Vec::new());
-        assert!(rd.eof && !rd.may_read());
+        assert!(rd.eof && !rd.failed && !rd.may_read());
+        let mut rd = Reader::new(|_, buf| std::future::ready((Ok(0), buf)));
+        rd.complete(Err(std::io::ErrorKind::ConnectionReset.into()), Vec::new());
+        assert!(rd.eof && rd.failed, "a reset is the client gone");
     }
 
     #[test]

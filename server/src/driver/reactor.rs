@@ -29,6 +29,7 @@ use tokio::sync::{watch, Notify};
 
 use super::cell::{ConnCell, WorkerKey};
 use crate::access_log::AccessLog;
+use crate::asgi::wire;
 use crate::config::Config;
 use crate::control::{self, ToReactor, ToSupervisor};
 use crate::errors::ConnError;
@@ -152,13 +153,18 @@ pub struct Reactor {
     /// Most bytes of replies one connection may have queued (see
     /// [`ConnCell::push_reply`]): the response window and two messages.
     pub reply_limit: usize,
+    /// How far a connection reads ahead once its request head is in: enough
+    /// for one body chunk (one layer message), and no more, so a client
+    /// sending faster than its worker takes cannot fill the server's memory.
+    pub read_ahead: usize,
     ep: RefCell<Endpoint>,
     inbox: ChannelId,
     workers: RefCell<Vec<WorkerRef>>,
     conns: RefCell<Conns>,
     /// Small messages (disconnects, credits) that found their worker's inbox
     /// full, in order; the pump sends them as room appears. At most one
-    /// disconnect per request, so bounded by the requests served.
+    /// credit and one disconnect per request; a worker that stops taking
+    /// them is killed by the supervisor's heartbeat, which empties its share.
     owed: RefCell<VecDeque<(WorkerKey, Vec<u8>)>>,
     /// Connections waiting for room in a worker's inbox; woken by the pump.
     space_waiters: RefCell<Vec<Rc<ConnCell>>>,
@@ -183,6 +189,8 @@ pub struct Reactor {
     /// Something for the pump besides its inbox: a newly full worker inbox
     /// to arm, or waiters to retry (see [`Reactor::kick_pump`]).
     kicked: Cell<bool>,
+    /// The sweeper ticked: waiters for room retry even if no doorbell rang.
+    ticked: Cell<bool>,
     /// The pump, while it sleeps.
     pump_waker: Cell<Option<Waker>>,
     /// To the supervisor.
@@ -218,6 +226,7 @@ impl Reactor {
             k,
             tick: tick_for(&cfg),
             reply_limit: cfg.response_window + 2 * (max_message + 64),
+            read_ahead: super::conn::READ_AHEAD.max(max_message),
             max_message,
             cfg,
             log,
@@ -246,6 +255,7 @@ impl Reactor {
             conn_closed: Notify::new(),
             flush_scheduled: Cell::new(false),
             kicked: Cell::new(false),
+            ticked: Cell::new(false),
             pump_waker: Cell::new(None),
             supervisor,
         }
@@ -420,8 +430,23 @@ impl Reactor {
                 _ => return,
             }
         }
+        let mut owed = self.owed.borrow_mut();
+        // A credit replaces an older one for the same request (credits are
+        // totals): at most one credit and one disconnect per request wait.
+        if msg.first() == Some(&wire::kind::RESPONSE_CREDIT) {
+            let route = &msg[1..1 + wire::ROUTE_LEN];
+            if let Some(old) = owed.iter_mut().find(|(k, m)| {
+                *k == w
+                    && m.first() == Some(&wire::kind::RESPONSE_CREDIT)
+                    && &m[1..1 + wire::ROUTE_LEN] == route
+            }) {
+                old.1.clear();
+                old.1.extend_from_slice(msg);
+                return;
+            }
+        }
         // Behind what this worker is owed already, to keep the order.
-        self.owed.borrow_mut().push_back((w, msg.to_vec()));
+        owed.push_back((w, msg.to_vec()));
     }
 
     /// Registers `cell` to be woken when a worker's inbox may have room: when
@@ -430,9 +455,8 @@ impl Reactor {
     /// sweeper's next tick (a send that found the segment lock busy, or a
     /// worker not reachable yet, has no doorbell to wait for).
     pub fn wait_for_room(&self, cell: &Rc<ConnCell>) {
-        let mut waiters = self.space_waiters.borrow_mut();
-        if !waiters.iter().any(|c| Rc::ptr_eq(c, cell)) {
-            waiters.push(cell.clone());
+        if !cell.waits_for_room.replace(true) {
+            self.space_waiters.borrow_mut().push(cell.clone());
         }
     }
 
@@ -627,6 +651,9 @@ pub async fn pump(r: Rc<Reactor>) -> String {
     };
     let ring = format!("reactor.{}!", r.k);
     let mut reported: Option<String> = None;
+    // Waiters for room retry after a doorbell ring (room may have been
+    // made), a sweeper tick, or when an armed inbox turned out to have room.
+    let mut retry_waiters = false;
     loop {
         // Wake-ups held by the sends of the turns before this look.
         if r.flush_scheduled.replace(false) {
@@ -636,8 +663,11 @@ pub async fn pump(r: Rc<Reactor>) -> String {
         // Connections waiting for room try again (they wait again, and note
         // the inbox full again, if it still is).
         let waiting = !r.space_waiters.borrow().is_empty();
-        for c in r.space_waiters.borrow_mut().drain(..) {
-            c.notify();
+        if std::mem::take(&mut retry_waiters) | r.ticked.replace(false) {
+            for c in r.space_waiters.borrow_mut().drain(..) {
+                c.waits_for_room.set(false);
+                c.notify();
+            }
         }
         // One batch: one claim and one clock read for all of it.
         let got =
@@ -654,14 +684,14 @@ pub async fn pump(r: Rc<Reactor>) -> String {
             // reactor can never hear from a worker again.
             Err(e @ LayerError::NoReceiver(_)) => return format!("its inbox is gone: {e}"),
             Err(e) => {
-                // Reported once per kind of failure, not every turn.
+                // Reported once per kind of failure, not every turn; and
+                // then the pump sleeps as if the inbox were empty (a failure
+                // that does not go away must not make it spin).
                 let text = e.to_string();
                 if reported.as_deref() != Some(text.as_str()) {
                     elog!("ringway: reactor {}: inbox: {text}", r.k);
                     reported = Some(text);
                 }
-                tokio::task::yield_now().await;
-                continue;
             }
         }
         // Someone waits for room in a full worker inbox: ask its worker to
@@ -683,6 +713,7 @@ pub async fn pump(r: Rc<Reactor>) -> String {
             r.full.borrow_mut().clear();
         }
         if room {
+            retry_waiters = true;
             tokio::task::yield_now().await;
             continue;
         }
@@ -712,7 +743,10 @@ pub async fn pump(r: Rc<Reactor>) -> String {
         .await;
         match rang {
             // Replies, or room in an armed inbox (the doorbell is shared).
-            Ok(true) => r.armed.borrow_mut().clear(),
+            Ok(true) => {
+                r.armed.borrow_mut().clear();
+                retry_waiters = true;
+            }
             // Wake-ups to deliver: after the tasks that are ready now.
             Ok(false) => tokio::task::yield_now().await,
             Err(e) => return format!("doorbell: {e}"),
@@ -771,6 +805,7 @@ pub async fn sweeper(r: Rc<Reactor>) {
         // quiet: waiters for room retry (a send that found the segment lock
         // busy has no doorbell to wait for), and a wake-up a buggy worker
         // lost (by scribbling the waiter bits) costs a tick, not a hang.
+        r.ticked.set(true);
         r.kick_pump();
     }
 }

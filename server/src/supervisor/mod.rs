@@ -54,6 +54,13 @@ const MAX_BOOT_FAILURES: u32 = 3;
 const KILL_AFTER: Duration = Duration::from_secs(5);
 /// Exit code when workers cannot start (gunicorn's, for the same reason).
 pub const EXIT_WORKER_BOOT: i32 = 3;
+/// A worker that dies within this of becoming ready counts as a quick death:
+/// its replacement waits a growing back-off.
+const QUICK_DEATH: Duration = Duration::from_secs(5);
+/// The heartbeat kills a worker that took no message for `--timeout`, but
+/// never sooner than this: a short `--timeout` (for the app's response)
+/// must not make a worker the scheduler left waiting a moment look stuck.
+const HEARTBEAT_FLOOR: Duration = Duration::from_secs(2);
 
 /// Environment variables a worker process is started with.
 pub mod env {
@@ -118,6 +125,8 @@ struct Worker {
     /// Its failure to start was counted already (it was killed for it).
     boot_counted: bool,
     heartbeat: Heartbeat,
+    /// When it became ready.
+    ready_at: Option<Instant>,
     /// Its inbox, once resolved.
     inbox: Option<ringway_layer_shm::ChannelId>,
 }
@@ -126,6 +135,8 @@ struct Worker {
 struct Slot {
     /// Start-up failures in a row.
     failures: u32,
+    /// Workers in a row that died soon after becoming ready.
+    quick_deaths: u32,
     /// No new worker for this slot before this.
     retry_at: Option<Instant>,
 }
@@ -241,8 +252,38 @@ struct PidFile(Option<std::path::PathBuf>);
 impl Drop for PidFile {
     fn drop(&mut self) {
         if let Some(p) = &self.0 {
-            let _ = std::fs::remove_file(p);
+            remove_pid_file(p);
         }
+    }
+}
+
+/// Writes our pid to `path`, unless it names another process that runs
+/// (a second server started by mistake must not take the first one's file).
+fn write_pid_file(path: &std::path::Path) -> Result<(), String> {
+    if let Some(pid) = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+    {
+        // SAFETY: signal 0 only checks that the process exists.
+        let alive = unsafe { libc::kill(pid, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        if alive && pid != std::process::id() as i32 {
+            return Err(format!(
+                "--pid {}: it names process {pid}, which is running (another server?)",
+                path.display()
+            ));
+        }
+    }
+    std::fs::write(path, format!("{}\n", std::process::id()))
+        .map_err(|e| format!("writing --pid {}: {e}", path.display()))
+}
+
+/// Removes the pid file if it still holds our pid.
+fn remove_pid_file(path: &std::path::Path) {
+    let ours =
+        std::fs::read_to_string(path).is_ok_and(|s| s.trim() == std::process::id().to_string());
+    if ours {
+        let _ = std::fs::remove_file(path);
     }
 }
 
@@ -254,14 +295,7 @@ pub fn run(cfg: Config, command: WorkerCommand) -> Result<i32, String> {
         crate::log::open_error_log(path)
             .map_err(|e| format!("opening --error-log {}: {e}", path.display()))?;
     }
-    let _pid_file = match &cfg.pid_file {
-        Some(p) => {
-            std::fs::write(p, format!("{}\n", std::process::id()))
-                .map_err(|e| format!("writing --pid {}: {e}", p.display()))?;
-            PidFile(Some(p.clone()))
-        }
-        None => PidFile(None),
-    };
+    crate::log::start().map_err(|e| format!("starting the log writer: {e}"))?;
     crate::uring::check()?;
     let layer = layer_config(&cfg);
     let seg = Segment::create(&layer).map_err(|e| match e {
@@ -291,6 +325,15 @@ pub fn run(cfg: Config, command: WorkerCommand) -> Result<i32, String> {
     .map_err(|e| format!("starting the reaper: {e}"))?;
     let (listeners, shown) = listen::open(&cfg.binds, cfg.reactors, cfg.backlog)
         .map_err(|e| format!("listening: {e}"))?;
+    // Written once the addresses are ours: a second server that cannot bind
+    // leaves the first one's pid file alone.
+    let _pid_file = match &cfg.pid_file {
+        Some(p) => {
+            write_pid_file(p)?;
+            PidFile(Some(p.clone()))
+        }
+        None => PidFile(None),
+    };
     let log = match &cfg.access_log {
         Some(dest) => Some(Arc::new(
             AccessLog::open(dest, &cfg.access_log_format)
@@ -478,6 +521,11 @@ impl Supervisor {
         if self.pending(slot).is_some() || self.slots[slot].retry_at.is_some_and(|t| now < t) {
             return Ok(());
         }
+        // The layer was sized for this many processes: workers still
+        // retiring or being killed hold their share until they are gone.
+        if self.workers.len() >= self.cfg.worker_capacity() {
+            return Ok(());
+        }
         self.slots[slot].retry_at = None;
         let replaces = match self.primary(slot) {
             None => None,
@@ -485,10 +533,6 @@ impl Supervisor {
                 let w = &self.workers[p];
                 let reload = self.reloading && w.gen < self.target_gen;
                 if !(reload || w.recycle.is_some()) {
-                    return Ok(());
-                }
-                // A replacement needs room beside the workers alive now.
-                if self.workers.len() >= self.cfg.worker_capacity() {
                     return Ok(());
                 }
                 Some(w.id)
@@ -536,6 +580,7 @@ impl Supervisor {
                         since: now,
                         stalled: false,
                     },
+                    ready_at: None,
                     inbox: None,
                 });
                 Ok(())
@@ -700,6 +745,7 @@ impl Supervisor {
             Status::Ready if matches!(w.state, State::Starting { .. }) => {
                 w.state = State::Ready;
                 w.heartbeat.since = now;
+                w.ready_at = Some(now);
                 let (id, slot, replaces) = (w.id, w.slot, w.replaces.take());
                 elog!(
                     "ringway: worker {slot} (pid {}, inbox worker.{id}!) ready",
@@ -766,9 +812,27 @@ impl Supervisor {
                 } else {
                     ""
                 };
+                // A worker that dies soon after it was ready, again and
+                // again, is replaced after a growing back-off, not at once
+                // in a loop as fast as fork and exec go.
+                let mut wait = Duration::ZERO;
+                if let Some(slot) = self.slots.get_mut(w.slot) {
+                    if w.ready_at.is_some_and(|t| now - t < QUICK_DEATH) {
+                        slot.quick_deaths += 1;
+                        wait = backoff(slot.quick_deaths);
+                        slot.retry_at = Some(now + wait);
+                    } else {
+                        slot.quick_deaths = 0;
+                    }
+                }
                 elog!(
-                    "ringway: worker {} (pid {pid}) exited{how} ({exit}); replacing it",
-                    w.slot
+                    "ringway: worker {} (pid {pid}) exited{how} ({exit}); replacing it{}",
+                    w.slot,
+                    if wait.is_zero() {
+                        String::new()
+                    } else {
+                        format!(" in {wait:?}")
+                    }
                 );
                 Ok(())
             }
@@ -789,7 +853,8 @@ impl Supervisor {
     /// Once per tick: pings every serving worker through its inbox, checks
     /// that each takes its messages, and checks memory.
     fn heartbeat(&mut self, now: Instant) {
-        let notice = (self.cfg.timeout / 2).min(Duration::from_secs(1));
+        let notice =
+            (self.cfg.timeout / 2).clamp(Duration::from_millis(250), Duration::from_secs(1));
         wire::encode_ping(&mut self.msg);
         for i in 0..self.workers.len() {
             let w = &mut self.workers[i];
@@ -827,7 +892,7 @@ impl Supervisor {
                             });
                         }
                     }
-                    if idle >= self.cfg.timeout && !w.aborted {
+                    if idle >= self.cfg.timeout.max(HEARTBEAT_FLOOR) && !w.aborted {
                         elog!(
                             "ringway: worker {} (pid {}) took no message for {idle:?} with {} waiting (--timeout); aborting it",
                             w.slot,
@@ -1067,8 +1132,9 @@ impl Supervisor {
             w.process.signal(libc::SIGKILL);
         }
         if let Some(p) = &self.cfg.pid_file {
-            let _ = std::fs::remove_file(p);
+            remove_pid_file(p);
         }
+        crate::log::drain(Duration::from_secs(1));
         // SAFETY: ends the process at once; nothing needs to run after this.
         unsafe { libc::_exit(code) }
     }

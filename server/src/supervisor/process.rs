@@ -257,7 +257,10 @@ impl StatusReader {
     fn read(&mut self) -> (Vec<Status>, bool) {
         let mut lines = Vec::new();
         let mut chunk = [0u8; 1024];
-        loop {
+        // At most 16 KiB per call: a worker that writes without pause gets
+        // its turn in the supervisor's loop, not the whole loop (the rest
+        // waits in the pipe, and the descriptor stays readable).
+        for _ in 0..16 {
             // SAFETY: reads into a valid buffer of its length.
             let n = unsafe { libc::read(self.fd.as_raw_fd(), chunk.as_mut_ptr().cast(), 1024) };
             if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
@@ -280,6 +283,7 @@ impl StatusReader {
                 }
             }
         }
+        (lines, true)
     }
 }
 
