@@ -114,3 +114,63 @@ fn a_second_server_on_a_port_in_use_fails_with_address_in_use() {
     // The first one is untouched.
     assert_eq!(get(&s, "/").status, 200);
 }
+
+#[test]
+fn sigterm_while_workers_start_stops_the_server() {
+    let knob = temp_path("startup");
+    std::fs::write(&knob, "hang").unwrap();
+    let (mut child, err) = spawn(
+        &["--bench-worker", "hello", "--workers", "2"],
+        &[("RINGWAY_BENCH_STARTUP_FILE", knob.to_str().unwrap())],
+    );
+    // Both workers are hanging in their start-up (the default start timeout
+    // is a minute): TERM must not wait for them.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while common::children(child.id() as i32).len() < 2 {
+        assert!(Instant::now() < deadline, "workers never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // SAFETY: plain syscall.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(
+        exit_code(&mut child, 15),
+        0,
+        "{}",
+        std::fs::read_to_string(&err).unwrap()
+    );
+}
+
+#[test]
+fn a_second_server_leaves_the_first_ones_pid_file_alone() {
+    let pid_file = temp_path("pid");
+    let s = Server::start(&[
+        "--bench-worker",
+        "hello",
+        "--pid",
+        pid_file.to_str().unwrap(),
+    ]);
+    // On the same port (it cannot bind), and on another (the pid file
+    // names a running server).
+    for bind in [s.addr.as_str(), "127.0.0.1:0"] {
+        let (mut child, err) = spawn(
+            &[
+                "--bench-worker",
+                "hello",
+                "--bind",
+                bind,
+                "--pid",
+                pid_file.to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert_ne!(exit_code(&mut child, 20), 0);
+        let log = std::fs::read_to_string(&err).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&pid_file).unwrap().trim(),
+            s.pid().to_string(),
+            "{log}"
+        );
+    }
+    let log = std::fs::read_to_string(&pid_file).unwrap();
+    assert_eq!(log.trim(), s.pid().to_string());
+}

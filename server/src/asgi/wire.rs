@@ -33,6 +33,11 @@
 //!  33 shutdown                               (from the supervisor: stop gracefully)
 //! ```
 //!
+//! `http.disconnect` is sent for every request that ends before its
+//! response completes. A request whose response completed gets none: the
+//! worker itself answers the app's `receive()` after the response with
+//! `http.disconnect`, as the ASGI spec has it.
+//!
 //! `version` is 0 for HTTP/1.0 and 1 for HTTP/1.1; `scheme` 0 for http, 1 for
 //! https. Decoders check every length against the bytes present (a message
 //! from a worker is untrusted) and borrow the message: strings and bodies are
