@@ -75,7 +75,7 @@ fn an_app_that_breaks_the_protocol_is_told_its_request_is_over() {
     c.send(b"GET /bad-start HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(c.response(false).unwrap().status, 500);
     assert!(c.closed());
-    assert!(s.stderr().contains("sent twice"), "{}", s.stderr());
+    s.wait_for_log("sent twice", 1, 10);
     wait_outstanding(&s, 0);
 }
 

@@ -12,11 +12,7 @@ fn an_app_error_is_a_500_with_the_cause_logged() {
     let s = Server::start(&["--bench-worker", "echo"]);
     let r = get(&s, "/error");
     assert_eq!(r.status, 500);
-    assert!(
-        s.stderr().contains("the app failed on purpose"),
-        "{}",
-        s.stderr()
-    );
+    s.wait_for_log("the app failed on purpose", 1, 10);
     assert_eq!(get(&s, "/").status, 200);
 }
 
@@ -50,7 +46,7 @@ fn a_crashed_worker_fails_its_request_with_502_and_is_replaced() {
         assert_eq!(r.status, 503, "only 503 while the replacement starts");
     }
     assert!(ok, "replacement worker never answered");
-    assert!(s.stderr().contains("replacing it"), "{}", s.stderr());
+    s.wait_for_log("replacing it", 1, 10);
 }
 
 #[test]

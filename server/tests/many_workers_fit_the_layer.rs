@@ -29,5 +29,5 @@ fn seventy_workers_each_answer_through_one_reactor() {
         let r = c.response(false).expect("a response");
         assert_eq!((r.status, &r.body[..]), (200, &b"slept"[..]));
     }
-    assert_eq!(s.stderr().matches(" ready").count(), 70);
+    s.wait_for_log(" ready", 70, 10);
 }

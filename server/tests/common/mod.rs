@@ -461,3 +461,33 @@ pub fn pid_of_worker(server: &Server) -> i32 {
     assert_eq!(r.status, 200);
     String::from_utf8(r.body).unwrap().parse().unwrap()
 }
+
+/// Waits up to `secs` for `cond` to hold; fails the test with `what()` if it
+/// does not.
+pub fn wait_until(secs: u64, what: impl Fn() -> String, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "after {secs} s: {}",
+            what()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+impl Load {
+    /// Stops the clients and fails the test if any request failed; returns
+    /// how many succeeded.
+    pub fn finish(self) -> usize {
+        let (ok, failures) = self.stop();
+        assert!(
+            failures.is_empty(),
+            "{} of {} requests failed: {:?}",
+            failures.len(),
+            ok + failures.len(),
+            &failures[..failures.len().min(5)]
+        );
+        ok
+    }
+}
