@@ -1081,7 +1081,9 @@ impl Supervisor {
                 }
                 elog!("ringway: SIGUSR1: logs reopened");
             }
-            libc::SIGCHLD => {}
+            // Routine: a child exited (its pidfd says so), we were continued
+            // after a stop, the terminal was resized.
+            libc::SIGCHLD | libc::SIGCONT | libc::SIGWINCH => {}
             other => elog!(
                 "ringway: ignoring signal {other} ({})",
                 process::signal_name(other)
