@@ -41,6 +41,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if cfg.bench_worker.is_none() {
+        elog!(
+            "ringway-server: pass --bench-worker hello (or echo): this binary runs the built-in \
+             Rust workers; Python apps are served by the `ringway` command (pip install ./worker)"
+        );
+        return ExitCode::from(2);
+    }
     let program = match std::env::current_exe() {
         Ok(p) => p,
         Err(e) => {

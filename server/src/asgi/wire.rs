@@ -47,6 +47,11 @@
 
 use std::fmt;
 
+/// The version of this encoding. The server gives it to its workers
+/// (`RINGWAY_WIRE_VERSION`), and a worker built from another version refuses
+/// to start, saying so, instead of misreading messages.
+pub const VERSION: u32 = 1;
+
 /// Message kinds.
 pub mod kind {
     /// First message of a request: scope and first body chunk.

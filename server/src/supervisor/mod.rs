@@ -52,7 +52,9 @@ const MAX_BOOT_FAILURES: u32 = 3;
 /// How long a worker told to stop (SIGTERM) or aborted (SIGABRT) gets
 /// before SIGKILL.
 const KILL_AFTER: Duration = Duration::from_secs(5);
-/// Exit code when workers cannot start (gunicorn's, for the same reason).
+/// Exit code when workers cannot start (gunicorn's, for the same reason);
+/// also the code a worker exits with when it cannot load the application,
+/// which stops the server at once (no retry can help).
 pub const EXIT_WORKER_BOOT: i32 = 3;
 /// A worker that dies within this of becoming ready counts as a quick death:
 /// its replacement waits a growing back-off.
@@ -74,6 +76,8 @@ pub mod env {
     pub const RESPONSE_WINDOW: &str = "RINGWAY_RESPONSE_WINDOW";
     /// The error log's path, to reopen on SIGUSR1 (absent: stderr as given).
     pub const ERROR_LOG: &str = "RINGWAY_ERROR_LOG";
+    /// The wire encoding's version the server speaks (`asgi::wire::VERSION`).
+    pub const WIRE_VERSION: &str = "RINGWAY_WIRE_VERSION";
 }
 
 /// Where a worker process is in its life.
@@ -178,9 +182,10 @@ struct Supervisor {
     /// A reload is replacing workers of older generations.
     reloading: bool,
     reactors: Vec<ReactorLink>,
-    /// Listeners, until the reactors take them.
-    listeners: Vec<Vec<listen::StdListener>>,
+    /// The bound addresses, for the "listening at" line.
     shown: Vec<String>,
+    /// The pid file, once written (removed when the supervisor drops).
+    _pid_file: PidFile,
     log: Option<Arc<AccessLog>>,
     sup_tx: control::Sender<ToSupervisor>,
     sup_rx: control::Receiver<ToSupervisor>,
@@ -323,17 +328,6 @@ pub fn run(cfg: Config, command: WorkerCommand) -> Result<i32, String> {
         Err(e) => elog!("ringway: reaper: {e}"),
     })
     .map_err(|e| format!("starting the reaper: {e}"))?;
-    let (listeners, shown) = listen::open(&cfg.binds, cfg.reactors, cfg.backlog)
-        .map_err(|e| format!("listening: {e}"))?;
-    // Written once the addresses are ours: a second server that cannot bind
-    // leaves the first one's pid file alone.
-    let _pid_file = match &cfg.pid_file {
-        Some(p) => {
-            write_pid_file(p)?;
-            PidFile(Some(p.clone()))
-        }
-        None => PidFile(None),
-    };
     let log = match &cfg.access_log {
         Some(dest) => Some(Arc::new(
             AccessLog::open(dest, &cfg.access_log_format)
@@ -360,8 +354,8 @@ pub fn run(cfg: Config, command: WorkerCommand) -> Result<i32, String> {
         target_gen: 0,
         reloading: false,
         reactors: Vec::new(),
-        listeners,
-        shown,
+        shown: Vec::new(),
+        _pid_file: PidFile(None),
         log,
         sup_tx,
         sup_rx,
@@ -551,6 +545,7 @@ impl Supervisor {
                 env::RESPONSE_WINDOW.to_owned(),
                 self.cfg.response_window.to_string(),
             ),
+            (env::WIRE_VERSION.to_owned(), wire::VERSION.to_string()),
         ];
         if self.cfg.max_requests > 0 {
             let n = self.cfg.max_requests + random_below(self.cfg.max_requests_jitter);
@@ -587,7 +582,7 @@ impl Supervisor {
             }
             Err(e) => {
                 let why = format!("starting worker {slot}: {e}");
-                self.boot_failed(slot, replaces, why, now)
+                self.boot_failed(slot, replaces, why, false, now)
             }
         }
     }
@@ -598,6 +593,7 @@ impl Supervisor {
         slot: usize,
         replaces: Option<u32>,
         why: String,
+        app_failed: bool,
         now: Instant,
     ) -> Result<(), String> {
         if slot >= self.slots.len() {
@@ -624,12 +620,18 @@ impl Supervisor {
             self.slots[slot].retry_at = Some(now + backoff(self.slots[slot].failures));
             return Ok(());
         }
-        if st.failures >= MAX_BOOT_FAILURES {
+        // A worker that says it cannot load the application (exit code 3,
+        // as gunicorn's workers say it) will not load it on a retry either.
+        if st.failures >= MAX_BOOT_FAILURES || app_failed {
             self.exit_code = EXIT_WORKER_BOOT;
-            return Err(format!(
-                "worker {slot} failed to start {} times in a row; stopping. Last error: {why}",
-                st.failures
-            ));
+            return Err(if app_failed {
+                format!("{why}; stopping")
+            } else {
+                format!(
+                    "worker {slot} failed to start {} times in a row; stopping. Last error: {why}",
+                    st.failures
+                )
+            });
         }
         let wait = backoff(st.failures);
         st.retry_at = Some(now + wait);
@@ -657,7 +659,7 @@ impl Supervisor {
                     // Counted now, so the slot's retry waits for its back-off.
                     w.boot_counted = true;
                     let (slot, replaces) = (w.slot, w.replaces);
-                    self.boot_failed(slot, replaces, why, now)?;
+                    self.boot_failed(slot, replaces, why, false, now)?;
                 }
                 State::Retiring { deadline, .. } if now >= deadline => {
                     elog!(
@@ -804,7 +806,7 @@ impl Supervisor {
                         w.slot
                     ),
                 };
-                self.boot_failed(w.slot, w.replaces, why, now)
+                self.boot_failed(w.slot, w.replaces, why, exit == Exit::Code(EXIT_WORKER_BOOT), now)
             }
             State::Ready => {
                 let how = if w.aborted {
@@ -931,7 +933,19 @@ impl Supervisor {
 
     // ----- reactors ---------------------------------------------------------
 
+    /// Binds the listeners (only now: an app that cannot be imported fails
+    /// before any socket is bound), writes the pid file, and starts the
+    /// reactors with the workers that are ready.
     fn start_reactors(&mut self) -> Result<(), String> {
+        let (listeners, shown) = listen::open(&self.cfg.binds, self.cfg.reactors, self.cfg.backlog)
+            .map_err(|e| format!("listening: {e}"))?;
+        self.shown = shown;
+        // Written once the addresses are ours: a second server that cannot
+        // bind leaves the first one's pid file alone.
+        if let Some(p) = &self.cfg.pid_file {
+            write_pid_file(p)?;
+            self._pid_file = PidFile(Some(p.clone()));
+        }
         let ready: Vec<u32> = self
             .workers
             .iter_mut()
@@ -946,7 +960,7 @@ impl Supervisor {
             seg: self.seg.clone(),
             log: self.log.clone(),
         });
-        for (k, l) in std::mem::take(&mut self.listeners).into_iter().enumerate() {
+        for (k, l) in listeners.into_iter().enumerate() {
             let (tx, rx) = control::channel().map_err(|e| format!("eventfd: {e}"))?;
             let start = driver::Start {
                 k: k as u16,
