@@ -48,3 +48,47 @@ ensure_aarch64_cross() {
   fi
   apt_install rustc-web libstd-rust-web-dev:arm64 gcc-aarch64-linux-gnu libc6-dev-arm64-cross
 }
+
+# The Python side: a virtualenv in .venv with the test and example
+# dependencies, and the `ringway` package built from worker/ (maturin
+# develop: the Python sources are used in place, the native module is
+# rebuilt when the Rust code changed).
+PYTHON_DEPS=(
+  "maturin>=1.7,<2"
+  "pytest>=8"
+  "django>=5.2,<6"
+  "whitenoise>=6.7"
+  "uvloop>=0.19"
+  "ruff>=0.6"
+  "mypy>=1.10"
+)
+VENV="$ROOT/.venv"
+
+ensure_venv() {
+  local py=${RINGWAY_PYTHON:-python3}
+  if ! command -v "$py" >/dev/null; then
+    echo "$py not found: install CPython 3.10 or newer" >&2
+    exit 1
+  fi
+  if [ ! -x "$VENV/bin/python" ]; then
+    log "python -m venv .venv"
+    "$py" -m venv "$VENV"
+  fi
+  if ! "$VENV/bin/python" - "${PYTHON_DEPS[@]}" <<'PY' 2>/dev/null; then
+import sys
+from importlib.metadata import version, PackageNotFoundError
+import re
+for spec in sys.argv[1:]:
+    name = re.split(r"[<>=!~ ]", spec, 1)[0]
+    try:
+        version(name)
+    except PackageNotFoundError:
+        sys.exit(1)
+PY
+    log "pip install ${PYTHON_DEPS[*]}"
+    "$VENV/bin/pip" install -q --upgrade pip
+    "$VENV/bin/pip" install -q "${PYTHON_DEPS[@]}"
+  fi
+  log "maturin develop --release (the ringway package, into .venv)"
+  (cd "$ROOT/worker" && VIRTUAL_ENV="$VENV" PATH="$VENV/bin:$PATH" "$VENV/bin/maturin" develop --release -q)
+}
