@@ -16,8 +16,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 
@@ -73,8 +73,8 @@ class Ringway:
         self.proc = proc
         self.err_path = err_path
         self.url = url
-        host, port = url.removeprefix("http://").rsplit(":", 1)
-        self.addr = (host, int(port))
+        host, _, port = url.removeprefix("http://").rpartition(":")
+        self.addr = (host, int(port or 0))
 
     @property
     def pid(self) -> int:
@@ -85,8 +85,11 @@ class Ringway:
             return f.read()
 
     def wait_for_log(self, text: str, count: int = 1, timeout: float = 20) -> None:
-        wait_until(lambda: self.stderr().count(text) >= count, timeout,
-                   f"{text!r} not logged {count} times:\n{self.stderr()}")
+        wait_until(
+            lambda: self.stderr().count(text) >= count,
+            timeout,
+            f"{text!r} not logged {count} times:\n{self.stderr()}",
+        )
 
     def worker_pids(self) -> list[int]:
         return children(self.pid)
@@ -111,7 +114,7 @@ class Ringway:
             return self.proc.wait(30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            raise AssertionError(f"the server did not stop within 30 s:\n{self.stderr()}")
+            raise AssertionError(f"the server did not stop within 30 s:\n{self.stderr()}") from None
 
 
 def start(

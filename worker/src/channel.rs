@@ -51,6 +51,8 @@ pub fn route(key: u128) -> Route {
 }
 
 struct Inner {
+    /// The layer's largest message: longer bodies go in parts.
+    max_message: usize,
     ep: Endpoint,
     inbox: ChannelId,
     /// Its name, `worker.<id>!`.
@@ -100,6 +102,27 @@ impl Inner {
         self.outbox
             .push_back((r.reactor, r.conn, std::mem::take(&mut self.msg)));
         Ok(())
+    }
+
+    /// Sends `body` as `http.response.body` messages of at most a layer
+    /// message each; the last carries `more_body`. Returns the units sent.
+    fn body_parts(&mut self, r: Route, body: &[u8], more_body: bool) -> PyResult<u64> {
+        // kind, request number and more_body flag beside the bytes.
+        let part = self.max_message - 6;
+        let mut units = 0;
+        let mut rest = body;
+        loop {
+            let (chunk, after) = rest.split_at(rest.len().min(part));
+            let mut msg = std::mem::take(&mut self.msg);
+            wire::encode_response_body(&mut msg, r.req, chunk, more_body || !after.is_empty());
+            self.msg = msg;
+            self.send(r)?;
+            units += wire::credit::cost(chunk.len());
+            if after.is_empty() {
+                return Ok(units);
+            }
+            rest = after;
+        }
     }
 
     /// Sends what waits in the outbox, in order, until a reactor's inbox is
@@ -175,8 +198,10 @@ impl Worker {
         let inbox = ep.own_channel(&inbox_name).map_err(layer_err)?;
         let fd = ep.wait_fd().map_err(layer_err)?;
         ep.hold_wakeups(true);
+        let max_message = seg.geometry().max_message as usize;
         Ok(Worker {
             inner: Mutex::new(Inner {
+                max_message,
                 ep,
                 inbox,
                 inbox_name,
@@ -220,7 +245,9 @@ impl Worker {
             return Ok(());
         }
         let fd = self.fd;
-        let ms = timeout.map_or(-1, |t| (t.max(0.0) * 1000.0).ceil().min(i32::MAX as f64) as i32);
+        let ms = timeout.map_or(-1, |t| {
+            (t.max(0.0) * 1000.0).ceil().min(i32::MAX as f64) as i32
+        });
         py.detach(|| {
             let mut p = libc::pollfd {
                 fd,
@@ -249,7 +276,8 @@ impl Worker {
         let result = got.map_err(layer_err).and_then(|_| {
             let mut at = 0;
             while at < batch.len() {
-                let len = u32::from_le_bytes(batch[at..at + 4].try_into().expect("4 bytes")) as usize;
+                let len =
+                    u32::from_le_bytes(batch[at..at + 4].try_into().expect("4 bytes")) as usize;
                 let msg = &batch[at + 4..at + 4 + len];
                 at += 4 + len;
                 let m = wire::decode_to_worker(msg)
@@ -267,7 +295,9 @@ impl Worker {
                             key(route).into_pyobject(py)?.into_any(),
                             decode::scope(py, &self.strings, &scope)?.into_any(),
                             PyBytes::new(py, body).into_any(),
-                            pyo3::types::PyBool::new(py, more_body).to_owned().into_any(),
+                            pyo3::types::PyBool::new(py, more_body)
+                                .to_owned()
+                                .into_any(),
                         ],
                     )?),
                     ToWorker::Body {
@@ -280,7 +310,9 @@ impl Worker {
                             event::BODY.into_pyobject(py)?.into_any(),
                             key(route).into_pyobject(py)?.into_any(),
                             PyBytes::new(py, body).into_any(),
-                            pyo3::types::PyBool::new(py, more_body).to_owned().into_any(),
+                            pyo3::types::PyBool::new(py, more_body)
+                                .to_owned()
+                                .into_any(),
                         ],
                     )?),
                     ToWorker::Disconnect { route } => Some(PyTuple::new(
@@ -311,7 +343,9 @@ impl Worker {
     }
 
     /// Sends `http.response.start` for request `key`, with the first body
-    /// chunk if `body` is given.
+    /// chunk if `body` is given. A body longer than a layer message goes in
+    /// parts. Returns the response units sent (see `credit` in the wire
+    /// docs: bytes plus `CREDIT_PER_MESSAGE` per message).
     #[pyo3(signature = (key, status, headers, trailers=false, body=None, more_body=false))]
     fn start(
         &self,
@@ -321,31 +355,58 @@ impl Worker {
         trailers: bool,
         body: Option<&[u8]>,
         more_body: bool,
-    ) -> PyResult<()> {
+    ) -> PyResult<u64> {
         let r = route(key);
         let mut g = self.lock()?;
         let mut msg = std::mem::take(&mut g.msg);
+        // The head alone, to see what room it leaves for the body.
         wire::encode_start(
             &mut msg,
             r.req,
             status,
             &headers,
             trailers,
-            body.map(|b| (b, more_body)),
+            Some((b"", false)),
+        );
+        if msg.len() > g.max_message {
+            g.msg = msg;
+            return Err(PyValueError::new_err(format!(
+                "http.response.start: {} bytes of headers is more than a layer message holds ({})",
+                g.msg.len(),
+                g.max_message
+            )));
+        }
+        let room = g.max_message - msg.len();
+        let Some(body) = body else {
+            wire::encode_start(&mut msg, r.req, status, &headers, trailers, None);
+            g.msg = msg;
+            g.send(r)?;
+            return Ok(0);
+        };
+        let (first, rest) = body.split_at(body.len().min(room));
+        wire::encode_start(
+            &mut msg,
+            r.req,
+            status,
+            &headers,
+            trailers,
+            Some((first, more_body || !rest.is_empty())),
         );
         g.msg = msg;
-        g.send(r)
+        g.send(r)?;
+        let mut units = wire::credit::cost(first.len());
+        if !rest.is_empty() {
+            units += g.body_parts(r, rest, more_body)?;
+        }
+        Ok(units)
     }
 
-    /// Sends `http.response.body` for request `key`.
+    /// Sends `http.response.body` for request `key` (in parts if it is
+    /// longer than a layer message). Returns the response units sent.
     #[pyo3(signature = (key, body, more_body=false))]
-    fn body(&self, key: u128, body: &[u8], more_body: bool) -> PyResult<()> {
+    fn body(&self, key: u128, body: &[u8], more_body: bool) -> PyResult<u64> {
         let r = route(key);
-        let mut g = self.lock()?;
-        let mut msg = std::mem::take(&mut g.msg);
-        wire::encode_response_body(&mut msg, r.req, body, more_body);
-        g.msg = msg;
-        g.send(r)
+        self.lock()?.body_parts(r, body, more_body)
     }
 
     /// Sends `http.response.trailers` for request `key`.

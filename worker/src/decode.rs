@@ -90,13 +90,21 @@ pub fn scope<'py>(py: Python<'py>, k: &Interned, s: &Scope<'_>) -> PyResult<Boun
     d.set_item(k.k_asgi.bind(py), k.asgi.bind(py).copy()?)?;
     d.set_item(
         k.k_http_version.bind(py),
-        if s.http11 { k.v_11.bind(py) } else { k.v_10.bind(py) },
+        if s.http11 {
+            k.v_11.bind(py)
+        } else {
+            k.v_10.bind(py)
+        },
     )?;
     d.set_item(k.k_server.bind(py), addr(py, s.server)?)?;
     d.set_item(k.k_client.bind(py), addr(py, s.client)?)?;
     d.set_item(
         k.k_scheme.bind(py),
-        if s.https { k.v_https.bind(py) } else { k.v_http.bind(py) },
+        if s.https {
+            k.v_https.bind(py)
+        } else {
+            k.v_http.bind(py)
+        },
     )?;
     let method = match s.method {
         "GET" => k.v_get.bind(py).clone(),

@@ -59,12 +59,10 @@ def interface(app: Any) -> str:
     """
     if inspect.isclass(app):
         # An ASGI 2 class: instantiated with the scope, then awaited.
-        call = getattr(app, "__call__", None)
-        if call is not None and inspect.iscoroutinefunction(call):
-            return "asgi2"
+        return "asgi2" if inspect.iscoroutinefunction(vars(app).get("__call__")) else "wsgi"
     if inspect.iscoroutinefunction(app):
         return "asgi"
-    call = getattr(app, "__call__", None)
-    if call is not None and inspect.iscoroutinefunction(call):
+    # An object whose __call__ is a coroutine function (Django's ASGIHandler).
+    if inspect.iscoroutinefunction(type(app).__call__):
         return "asgi"
     return "wsgi"

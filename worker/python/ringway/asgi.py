@@ -28,7 +28,8 @@ import logging
 import signal
 import sys
 from collections import deque
-from typing import Any, Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator
+from typing import Any
 
 from . import _native
 
@@ -53,6 +54,9 @@ _BODY = _native.BODY
 _DISCONNECT = _native.DISCONNECT
 _CREDIT = _native.CREDIT
 _PER_MESSAGE = _native.CREDIT_PER_MESSAGE
+#: About how many body bytes one layer message carries (a bigger chunk goes
+#: in several messages, each costing `_PER_MESSAGE`).
+_PART = 60_000
 
 _DISCONNECT_MESSAGE: Message = {"type": "http.disconnect"}
 
@@ -230,33 +234,31 @@ class Cycle:
                 raise RuntimeError("ASGI: http.response.body before http.response.start")
             body = message.get("body", b"")
             more = bool(message.get("more_body", False))
-            cost = len(body) + _PER_MESSAGE
-            window = self.server.window
-            while self.sent - self.consumed > 0 and self.sent - self.consumed + cost > window:
-                if self.disconnected:
+            # A body larger than half the window goes in pieces, each sent
+            # when the window has room for it: the reactor never holds more
+            # than the window of one response.
+            piece = self.server.window // 2
+            while True:
+                chunk, body = body[:piece], body[piece:]
+                last = not body
+                if not await self.credit_for(len(chunk) + _PER_MESSAGE * (1 + len(chunk) // _PART)):
                     return
-                self.credit = self.server.loop.create_future()
-                try:
-                    await self.credit
-                finally:
-                    self.credit = None
-                if self.disconnected:
-                    return
-            self.sent += cost
-            start = self.pending_start
-            if start is not None:
-                self.pending_start = None
-                self.started = True
-                w.start(
-                    self.key,
-                    start["status"],
-                    _headers(start.get("headers", ())),
-                    self.trailers,
-                    body,
-                    more,
-                )
-            else:
-                w.body(self.key, body, more)
+                start = self.pending_start
+                if start is not None:
+                    self.pending_start = None
+                    self.started = True
+                    self.sent += w.start(
+                        self.key,
+                        start["status"],
+                        _headers(start.get("headers", ())),
+                        self.trailers,
+                        chunk,
+                        more or not last,
+                    )
+                else:
+                    self.sent += w.body(self.key, chunk, more or not last)
+                if last:
+                    break
             if not more and not self.trailers:
                 self.complete()
         elif kind == "http.response.trailers":
@@ -279,6 +281,20 @@ class Cycle:
             self.complete()
         else:
             raise RuntimeError(f"ASGI: unknown message type {kind!r} for an HTTP request")
+
+    async def credit_for(self, cost: int) -> bool:
+        """Waits until the response window has room for `cost` units (or
+        nothing is outstanding). False if the client went away meanwhile."""
+        window = self.server.window
+        while self.sent - self.consumed > 0 and self.sent - self.consumed + cost > window:
+            if self.disconnected:
+                return False
+            self.credit = self.server.loop.create_future()
+            try:
+                await self.credit
+            finally:
+                self.credit = None
+        return not self.disconnected
 
     def complete(self) -> None:
         self.done = True
@@ -436,22 +452,22 @@ class Server:
                 self.recycle(f"--max-requests: {self.requests} served")
             self.start(cycle)
             return
-        cycle = self.cycles.get(ev[1])
-        if cycle is None:
+        known = self.cycles.get(ev[1])
+        if known is None:
             return  # an ended request's late message
         if kind == _BODY:
-            cycle.on_body(ev[2], ev[3])
+            known.on_body(ev[2], ev[3])
         elif kind == _CREDIT:
-            cycle.on_credit(ev[2])
+            known.on_credit(ev[2])
         elif kind == _DISCONNECT:
-            cycle.on_disconnect()
-            self.forget(cycle)
+            known.on_disconnect()
+            self.forget(known)
 
     def start(self, cycle: Cycle) -> None:
         """Runs the app on `cycle` at once; only if it suspends does it
         become a task."""
         try:
-            coro = self.app(cycle.scope, cycle.receive, cycle.send)
+            coro: Any = self.app(cycle.scope, cycle.receive, cycle.send)
             fut = coro.send(None)
         except StopIteration:
             cycle.finish(None)
@@ -472,7 +488,9 @@ class Server:
         self.worker.flush()
 
 
-async def serve(app: ASGIApp, worker: _native.Worker, status: Any, window: int, max_requests: int) -> int:
+async def serve(
+    app: ASGIApp, worker: _native.Worker, status: Any, window: int, max_requests: int
+) -> int:
     loop = asyncio.get_running_loop()
     lifespan = Lifespan(app, loop)
     why = await lifespan.startup()
@@ -483,8 +501,13 @@ async def serve(app: ASGIApp, worker: _native.Worker, status: Any, window: int, 
     server = Server(app, worker, loop, window, max_requests, status.recycle)
     if lifespan.supported:
         server.state = lifespan.state
-    stop = loop.create_future()
-    loop.add_signal_handler(signal.SIGTERM, lambda: stop.done() or stop.set_result(None))
+    stop: asyncio.Future[None] = loop.create_future()
+
+    def on_term() -> None:
+        if not stop.done():
+            stop.set_result(None)
+
+    loop.add_signal_handler(signal.SIGTERM, on_term)
     loop.add_reader(worker.fileno(), server.on_doorbell)
     status.ready()
     server.pump()
@@ -494,13 +517,21 @@ async def serve(app: ASGIApp, worker: _native.Worker, status: Any, window: int, 
     return 0
 
 
-def run(app: ASGIApp, worker: _native.Worker, status: Any, window: int, max_requests: int, loop: str = "auto") -> int:
+def run(
+    app: ASGIApp,
+    worker: _native.Worker,
+    status: Any,
+    window: int,
+    max_requests: int,
+    loop: str = "auto",
+) -> int:
     """Serves `app` until SIGTERM; returns the exit code."""
     if loop in ("auto", "uvloop"):
         try:
-            import uvloop  # type: ignore[import-not-found]
+            import uvloop
 
-            return uvloop.run(serve(app, worker, status, window, max_requests))  # type: ignore[no-any-return]
+            code: int = uvloop.run(serve(app, worker, status, window, max_requests))
+            return code
         except ImportError:
             if loop == "uvloop":
                 raise

@@ -16,7 +16,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, NoReturn, Sequence
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from . import __version__, _loader, _native
 
@@ -28,23 +29,63 @@ SERVER_OPTIONS: list[tuple[str, str, str, bool]] = [
     ("reactors", "N", "reactor threads, one io_uring runtime each (default: one per core)", False),
     ("workers", "N", "worker processes (default 1)", False),
     ("worker-start-timeout", "SECS", "a new worker must be ready within this (default 60)", False),
-    ("timeout", "SECS", "the app must start responding within this (504), and a worker that "
-     "takes no message for this long while some wait is replaced (default 30)", False),
-    ("graceful-timeout", "SECS", "time in-flight requests get after SIGTERM or a reload (default 30)", False),
+    (
+        "timeout",
+        "SECS",
+        "the app must start responding within this (504), and a worker that "
+        "takes no message for this long while some wait is replaced (default 30)",
+        False,
+    ),
+    (
+        "graceful-timeout",
+        "SECS",
+        "time in-flight requests get after SIGTERM or a reload (default 30)",
+        False,
+    ),
     ("max-requests", "N", "replace a worker after N requests (default 0: never)", False),
     ("max-requests-jitter", "N", "add up to N to --max-requests, per worker (default 0)", False),
-    ("max-worker-memory", "MIB", "replace a worker past this much private memory (default 0: never)", False),
-    ("forwarded-allow-ips", "LIST", "peers trusted for X-Forwarded-* (comma list or *; default 127.0.0.1,::1)", False),
+    (
+        "max-worker-memory",
+        "MIB",
+        "replace a worker past this much private memory (default 0: never)",
+        False,
+    ),
+    (
+        "forwarded-allow-ips",
+        "LIST",
+        "peers trusted for X-Forwarded-* (comma list or *; default 127.0.0.1,::1)",
+        False,
+    ),
     ("root-path", "PATH", "ASGI root_path (WSGI SCRIPT_NAME)", False),
     ("limit-request-line", "N", "longest request line (default 4094; 414 beyond)", False),
     ("limit-request-fields", "N", "most header fields (default 100; 431 beyond)", False),
     ("limit-request-field-size", "N", "longest header field (default 8190; 431 beyond)", False),
-    ("limit-request-head", "N", "longest request head, all lines (default 32768; 431 beyond)", False),
-    ("limit-request-body", "N", "largest request body in bytes (default unlimited; 413 beyond)", False),
+    (
+        "limit-request-head",
+        "N",
+        "longest request head, all lines (default 32768; 431 beyond)",
+        False,
+    ),
+    (
+        "limit-request-body",
+        "N",
+        "largest request body in bytes (default unlimited; 413 beyond)",
+        False,
+    ),
     ("keep-alive", "SECS", "idle keep-alive timeout (default 5)", False),
     ("header-timeout", "SECS", "a request head must arrive within this (default 10; 408)", False),
-    ("write-timeout", "SECS", "drop a client that takes no response bytes for this long (default 30)", False),
-    ("response-window", "BYTES", "response bytes a worker may send ahead of a slow client (default 256K)", False),
+    (
+        "write-timeout",
+        "SECS",
+        "drop a client that takes no response bytes for this long (default 30)",
+        False,
+    ),
+    (
+        "response-window",
+        "BYTES",
+        "response bytes a worker may send ahead of a slow client (default 256K)",
+        False,
+    ),
     ("access-log", "FILE", "write an access log (- for stdout)", False),
     ("access-logformat", "FMT", "gunicorn-style access log format", False),
     ("error-log", "FILE", "the server's and workers' stderr (default: stderr)", False),
@@ -76,23 +117,47 @@ def parser() -> argparse.ArgumentParser:
         epilog=SIGNALS,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("app", nargs="?", metavar="APP",
-                   help="the application, as module:attribute (mysite.wsgi:application)")
+    p.add_argument(
+        "app",
+        nargs="?",
+        metavar="APP",
+        help="the application, as module:attribute (mysite.wsgi:application)",
+    )
     p.add_argument("--version", action="version", version=f"ringway {__version__}")
     app = p.add_argument_group("the application")
-    app.add_argument("--interface", choices=["auto", "asgi", "asgi2", "wsgi"],
-                     help="what APP speaks (default auto: an async callable is ASGI 3)")
-    app.add_argument("--threads", metavar="N", type=int,
-                     help="WSGI: threads per worker, one request each (default 1)")
-    app.add_argument("--loop", choices=["auto", "asyncio", "uvloop"],
-                     help="ASGI: the event loop (default auto: uvloop if installed)")
+    app.add_argument(
+        "--interface",
+        choices=["auto", "asgi", "asgi2", "wsgi"],
+        help="what APP speaks (default auto: an async callable is ASGI 3)",
+    )
+    app.add_argument(
+        "--threads",
+        metavar="N",
+        type=int,
+        help="WSGI: threads per worker, one request each (default 1)",
+    )
+    app.add_argument(
+        "--loop",
+        choices=["auto", "asyncio", "uvloop"],
+        help="ASGI: the event loop (default auto: uvloop if installed)",
+    )
     app.add_argument("--chdir", metavar="DIR", help="change to DIR before loading the app")
-    app.add_argument("--env", metavar="KEY=VALUE", action="append",
-                     help="set an environment variable for the workers (repeatable)")
-    app.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"],
-                     help="the workers' log level (default info)")
-    app.add_argument("--check-config", action="store_true",
-                     help="check the options and import the app, then exit")
+    app.add_argument(
+        "--env",
+        metavar="KEY=VALUE",
+        action="append",
+        help="set an environment variable for the workers (repeatable)",
+    )
+    app.add_argument(
+        "--log-level",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="the workers' log level (default info)",
+    )
+    app.add_argument(
+        "--check-config",
+        action="store_true",
+        help="check the options and import the app, then exit",
+    )
     server = p.add_argument_group("the server")
     for name, metavar, help_, repeat in SERVER_OPTIONS:
         server.add_argument(

@@ -79,15 +79,29 @@ def main() -> None:
 
         if kind == "asgi2":
             app = asgi.asgi2(app)
-        code = asgi.run(app, worker, status, window=window, max_requests=max_requests,
-                        loop=env.get("RINGWAY_LOOP", "auto"))
+        code = asgi.run(
+            app,
+            worker,
+            status,
+            window=window,
+            max_requests=max_requests,
+            loop=env.get("RINGWAY_LOOP", "auto"),
+        )
     elif kind == "wsgi":
         from . import wsgi
 
-        code = wsgi.run(app, worker, status, window=window, max_requests=max_requests,
-                        threads=int(env.get("RINGWAY_THREADS", "1")))
+        code = wsgi.run(
+            app,
+            worker,
+            status,
+            window=window,
+            max_requests=max_requests,
+            threads=int(env.get("RINGWAY_THREADS", "1")),
+        )
     else:
-        fail(status, f"unknown --interface {kind!r} (auto, asgi, asgi2, wsgi)", _native.EXIT_APP_LOAD)
+        fail(
+            status, f"unknown --interface {kind!r} (auto, asgi, asgi2, wsgi)", _native.EXIT_APP_LOAD
+        )
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -1,0 +1,3 @@
+"""An app whose module fails to import."""
+
+raise ImportError("this app is broken on purpose")
