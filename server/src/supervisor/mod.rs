@@ -806,7 +806,13 @@ impl Supervisor {
                         w.slot
                     ),
                 };
-                self.boot_failed(w.slot, w.replaces, why, exit == Exit::Code(EXIT_WORKER_BOOT), now)
+                self.boot_failed(
+                    w.slot,
+                    w.replaces,
+                    why,
+                    exit == Exit::Code(EXIT_WORKER_BOOT),
+                    now,
+                )
             }
             State::Ready => {
                 let how = if w.aborted {
