@@ -400,3 +400,14 @@ def test_term_and_int_stop_the_server_gracefully(ringway: Start, sig: int) -> No
     assert result == [200]
     assert s.proc.wait(30) == 0
     assert rss(s.pid) == 0
+
+
+def test_each_request_has_a_context_of_its_own(ringway: Start) -> None:
+    # Context variables set by one request are not seen by the next, and a
+    # token made before an await can be reset after it (asgiref and Django
+    # rely on both).
+    s = ringway("asgi_contextvars:app")
+    for path in ["/a", "/b?await", "/c", "/d?await", "/e"]:
+        status, _, body = get(s, path)
+        assert (status, body) == (200, b"saw None; now None"), (path, body)
+    assert "Exception" not in s.stderr(), s.stderr()

@@ -24,6 +24,7 @@ client slows the app instead of filling memory.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import signal
 import sys
@@ -54,6 +55,8 @@ _BODY = _native.BODY
 _DISCONNECT = _native.DISCONNECT
 _CREDIT = _native.CREDIT
 _PER_MESSAGE = _native.CREDIT_PER_MESSAGE
+#: `create_task(context=...)` exists (Python 3.11 and later).
+_TASK_CONTEXT = sys.version_info >= (3, 11)
 #: About how many body bytes one layer message carries (a bigger chunk goes
 #: in several messages, each costing `_PER_MESSAGE`).
 _PART = 60_000
@@ -465,17 +468,27 @@ class Server:
 
     def start(self, cycle: Cycle) -> None:
         """Runs the app on `cycle` at once; only if it suspends does it
-        become a task."""
+        become a task. Each request runs in a context of its own, as it
+        would in a task of its own: context variables a request sets (and
+        resets) are its alone."""
+        ctx = contextvars.copy_context()
         try:
-            coro: Any = self.app(cycle.scope, cycle.receive, cycle.send)
-            fut = coro.send(None)
+            coro: Any = ctx.run(self.app, cycle.scope, cycle.receive, cycle.send)
+            fut = ctx.run(coro.send, None)
         except StopIteration:
             cycle.finish(None)
             return
         except BaseException as e:  # noqa: BLE001 - reported as the ASGI contract says
             cycle.finish(e)
             return
-        self.loop.create_task(self.resume(coro, fut, cycle))
+        resume = self.resume(coro, fut, cycle)
+        if _TASK_CONTEXT:
+            # The task goes on in the same context (a token made in the first
+            # step can be reset later).
+            self.loop.create_task(resume, context=ctx)
+        else:
+            # Python 3.10: the task runs in a copy of it.
+            ctx.run(self.loop.create_task, resume)
 
     async def resume(self, coro: Any, fut: Any, cycle: Cycle) -> None:
         try:
