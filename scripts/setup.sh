@@ -90,5 +90,5 @@ PY
     "$VENV/bin/pip" install -q "${PYTHON_DEPS[@]}"
   fi
   log "maturin develop --release (the ringway package, into .venv)"
-  (cd "$ROOT/worker" && VIRTUAL_ENV="$VENV" PATH="$VENV/bin:$PATH" "$VENV/bin/maturin" develop --release -q)
+  (cd "$ROOT/worker" && VIRTUAL_ENV="$VENV" PATH="$VENV/bin:$PATH" "$VENV/bin/maturin" develop --release -q >/dev/null)
 }
