@@ -64,6 +64,11 @@ _PART = 60_000
 _DISCONNECT_MESSAGE: Message = {"type": "http.disconnect"}
 
 
+class ClientDisconnected(OSError):
+    """`send()` on a request whose client has gone (ASGI spec 2.4: a
+    subclass of `OSError`). Not logged as an application error."""
+
+
 def asgi2(app: Callable[[Scope], Callable[[Receive, Send], Awaitable[None]]]) -> ASGIApp:
     """An ASGI 2 (double-callable) application as an ASGI 3 one."""
 
@@ -219,8 +224,9 @@ class Cycle:
         if self.done:
             raise RuntimeError(f"ASGI: {kind} after the response completed")
         if self.disconnected:
-            # The client is gone: nothing reaches it any more.
-            return
+            # The client is gone: an app streaming a response must stop, not
+            # go on producing into nothing (the spec's OSError).
+            raise ClientDisconnected(f"the client of {self.scope.get('path')} has gone")
         w = self.server.worker
         if kind == "http.response.start":
             if self.started or self.pending_start is not None:
@@ -245,7 +251,7 @@ class Cycle:
                 chunk, body = body[:piece], body[piece:]
                 last = not body
                 if not await self.credit_for(len(chunk) + _PER_MESSAGE * (1 + len(chunk) // _PART)):
-                    return
+                    raise ClientDisconnected(f"the client of {self.scope.get('path')} has gone")
                 start = self.pending_start
                 if start is not None:
                     self.pending_start = None
@@ -310,7 +316,10 @@ class Cycle:
         """The app's coroutine ended (with `error` if it raised)."""
         self.finished = True
         w = self.server.worker
-        if error is not None and not isinstance(error, asyncio.CancelledError):
+        if isinstance(error, ClientDisconnected) or (error is not None and self.disconnected):
+            # The client left; the app stopped because of it.
+            log.debug("client gone: %s %s", self.scope.get("method"), self.scope.get("path"))
+        elif error is not None and not isinstance(error, asyncio.CancelledError):
             log.error(
                 "Exception in ASGI application\n",
                 exc_info=(type(error), error, error.__traceback__),
