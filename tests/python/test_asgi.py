@@ -411,3 +411,14 @@ def test_each_request_has_a_context_of_its_own(ringway: Start) -> None:
         status, _, body = get(s, path)
         assert (status, body) == (200, b"saw None; now None"), (path, body)
     assert "Exception" not in s.stderr(), s.stderr()
+
+
+def test_sigusr1_reopens_logs_without_touching_the_workers(ringway: Start, tmp_path: Path) -> None:
+    log = tmp_path / "error.log"
+    s = ringway("asgi_app:app", "--workers", "2", "--error-log", str(log))
+    before = sorted(s.worker_pids())
+    s.signal(signal.SIGUSR1)
+    wait_until(lambda: "logs reopened" in log.read_text(), 10, "no reopen logged")
+    assert get(s, "/")[0] == 200
+    assert sorted(s.worker_pids()) == before
+    assert "killed by signal" not in log.read_text()

@@ -10,6 +10,8 @@ the server at once (no retry would load it).
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import signal
 import sys
@@ -49,6 +51,38 @@ def fail(status: Status, why: str, code: int) -> NoReturn:
     os._exit(code)
 
 
+def reopen_error_log(signum: int, frame: object) -> None:
+    """SIGUSR1 (passed on by the server after a log rotation): the error log
+    is reopened on descriptor 2, as the server reopened its own."""
+    path = os.environ.get("RINGWAY_ERROR_LOG")
+    if not path:
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError:
+        return
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def setup_process(level: str) -> None:
+    """What every worker needs before the app runs: logging at the
+    configured level on stderr (gunicorn's format), print() flushed line by
+    line (as on a terminal, not when a block buffer fills), and the signals
+    the server sends handled."""
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        stream=sys.stderr,
+        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s",
+    )
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)
+    # The server decides when to stop: a terminal's Ctrl-C reaches the whole
+    # process group, and must not kill workers that are finishing requests.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, reopen_error_log)
+
+
 def main() -> None:
     status = Status()
     env = os.environ
@@ -60,9 +94,7 @@ def main() -> None:
             f"{ours}: install the same ringway version for the server and its workers",
             _native.EXIT_APP_LOAD,
         )
-    # The server decides when to stop: a terminal's Ctrl-C reaches the whole
-    # process group, and must not kill workers that are finishing requests.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    setup_process(env.get("RINGWAY_LOG_LEVEL", "info"))
     try:
         app = _loader.load(env["RINGWAY_APP"])
     except _loader.AppLoadError as e:
